@@ -1,0 +1,75 @@
+// The configuration: TOML file keys of DESIGN.md, with embedded defaults.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "cache/status.h"
+
+namespace regcache::proxy {
+
+struct UpstreamConfig {
+  std::string name;  // the ns= value and path prefix, e.g. "docker.io"
+  std::string url;   // e.g. "https://registry-1.docker.io"
+  bool is_default = false;
+  std::chrono::seconds tag_ttl{300};
+  std::string username;
+  std::string password_file;
+  std::string http_proxy;
+};
+
+struct Config {
+  std::string listen = "0.0.0.0:5000";
+  std::filesystem::path data_dir = "./regcache-data";
+  uint64_t max_cache_size = 200ull << 30;
+  bool offline = false;
+
+  std::optional<std::string> tls_cert;
+  std::optional<std::string> tls_key;
+
+  std::optional<std::string> htpasswd;
+  bool anonymous_pull = true;
+
+  std::vector<UpstreamConfig> upstreams;   // embedded default: docker.io, default = true
+  std::vector<std::string> local_namespaces{"local"};
+
+  std::string log_level = "info";  // trace, debug, info, warn, error
+  std::string log_format = "text";  // text or json (access log)
+  uint64_t max_upload_size = 0;      // bytes; 0 = unlimited
+  std::chrono::seconds upload_ttl{86400};  // idle uploads abandoned after this long
+  size_t threads = 0;                // 0: one per core
+
+  // The default upstream, or nullptr.
+  const UpstreamConfig* defaultUpstream() const;
+  // The upstream with this name, or nullptr.
+  const UpstreamConfig* upstream(std::string_view name) const;
+};
+
+// The embedded defaults: what `regcache serve` runs with and no file.
+Config defaultConfig();
+
+// Reads a TOML file over the embedded defaults. Unknown keys, wrong types and bad values are
+// kInvalidArgument whose message names the file, the key and the line, e.g.
+// "regcache.toml:7: upstream[1].tag_ttl: expected a duration like \"5m\"".
+// A file that lists [[upstream]] replaces the default upstream list.
+Result<Config> loadConfig(const std::filesystem::path& file);
+// The same, from text (tests); `source_name` stands in for the file name in messages.
+Result<Config> parseConfig(std::string_view text, std::string_view source_name);
+
+// "200GiB", "512MiB", "1.5GB", "1024" (bytes) -> bytes. kInvalidArgument on nonsense.
+Result<uint64_t> parseSize(std::string_view text);
+// "5m", "30s", "1h", "2d", "1h30m" -> seconds. kInvalidArgument on nonsense.
+Result<std::chrono::seconds> parseDuration(std::string_view text);
+
+// "host:port", "[v6]:port" or ":port" (all addresses). kInvalidArgument when malformed.
+struct ListenAddress {
+  std::string host;
+  uint16_t port = 0;
+};
+Result<ListenAddress> parseListen(std::string_view text);
+
+}  // namespace regcache::proxy
