@@ -1,1 +1,282 @@
-// placeholder until written
+// The API's front door: routing, and the listing endpoints (base, catalog, tags, referrers).
+#include "proxy/registry.h"
+
+#include <charconv>
+
+#include <spdlog/spdlog.h>
+
+#include "proxy/errors.h"
+#include "proxy/manifest.h"
+
+namespace regcache::proxy {
+
+namespace {
+
+// Largest page a listing returns when the client asks for none or for more.
+constexpr size_t kMaxListing = 10000;
+
+class EndHandler : public http::Handler {
+ public:
+  explicit EndHandler(std::function<void()> on_end) : on_end_(std::move(on_end)) {}
+  void onEnd() override { on_end_(); }
+
+ private:
+  std::function<void()> on_end_;
+};
+
+// The page size from `n`: kMaxListing when absent, nullopt when it is no number.
+std::optional<size_t> pageSize(const http::Request& request) {
+  auto n = request.queryParam("n");
+  if (!n) return kMaxListing;
+  size_t value = 0;
+  auto [end, ec] = std::from_chars(n->data(), n->data() + n->size(), value);
+  if (ec != std::errc() || end != n->data() + n->size()) return std::nullopt;
+  return std::min(value, kMaxListing);
+}
+
+std::string jsonStringList(const std::vector<std::string>& items) {
+  std::string out = "[";
+  for (size_t i = 0; i < items.size(); ++i) {
+    if (i > 0) out.push_back(',');
+    appendJsonString(out, items[i]);
+  }
+  out.push_back(']');
+  return out;
+}
+
+http::Response jsonResponse(std::string body, std::string_view content_type) {
+  http::Response response;
+  response.headers.add("Content-Type", std::string(content_type));
+  response.body = std::move(body);
+  return response;
+}
+
+bool methodIs(const http::Request& request, std::string_view a, std::string_view b = {}) {
+  return request.method == a || (!b.empty() && request.method == b);
+}
+
+}  // namespace
+
+void respond(const std::shared_ptr<http::Exchange>& ex, http::Response response) {
+  response.headers.add("Docker-Distribution-API-Version", "registry/2.0");
+  ex->respond(std::move(response));
+}
+
+std::unique_ptr<http::Handler> whenComplete(std::function<void()> on_end) {
+  return std::make_unique<EndHandler>(std::move(on_end));
+}
+
+Registry::Registry(const Config& config, const cache::Index& index,
+                   const cache::BlobStore& store, BlockingPool& pool)
+    : config_(config), index_(index), store_(store), pool_(pool), uploads_(index, store) {}
+
+std::unique_ptr<http::Handler> Registry::onRequest(std::shared_ptr<http::Exchange> ex) {
+  const http::Request& request = ex->request();
+  auto route = parseRoute(request.path);
+  if (!route) {
+    if (route.status().code() == Code::kNotFound) {
+      respond(ex, errorResponse(ErrorCode::kNameUnknown, "no such API endpoint: " + request.path,
+                                404));
+    } else {
+      respond(ex, errorResponse(ErrorCode::kNameInvalid, route.status().message()));
+    }
+    return nullptr;
+  }
+  return dispatch(ex, *route);
+}
+
+std::unique_ptr<http::Handler> Registry::dispatch(const ExchangePtr& ex, const Route& route) {
+  const http::Request& request = ex->request();
+  auto unsupported = [&] {
+    respond(ex, errorResponse(ErrorCode::kUnsupported,
+                              request.method + " is not supported on " + request.path));
+    return nullptr;
+  };
+
+  if (route.endpoint == Endpoint::kBase) {
+    if (!methodIs(request, "GET", "HEAD")) return unsupported();
+    getBase(ex);
+    return nullptr;
+  }
+  if (route.endpoint == Endpoint::kCatalog) {
+    if (!methodIs(request, "GET")) return unsupported();
+    getCatalog(ex);
+    return nullptr;
+  }
+
+  auto repo = resolveRepository(config_, route.name, request.queryParam("ns").value_or(""));
+  if (!repo) {
+    respond(ex, errorResponse(ErrorCode::kNameUnknown, repo.status().message()));
+    return nullptr;
+  }
+  bool writes = !methodIs(request, "GET", "HEAD");
+  if (writes && !repo->isLocal()) {
+    std::string where;
+    for (const auto& ns : config_.local_namespaces) {
+      where += (where.empty() ? "" : ", ") + ns + "/";
+    }
+    respond(ex, errorResponse(ErrorCode::kUnsupported,
+                              route.name + " is mirrored from " + repo->upstream->name +
+                                  " and is read-only; push into a local namespace (" +
+                                  (where.empty() ? std::string("none configured") : where) +
+                                  ")"));
+    return nullptr;
+  }
+
+  switch (route.endpoint) {
+    case Endpoint::kTags:
+      if (!methodIs(request, "GET")) return unsupported();
+      getTags(ex, route, *repo);
+      return nullptr;
+    case Endpoint::kReferrers:
+      if (!methodIs(request, "GET")) return unsupported();
+      getReferrers(ex, route, *repo);
+      return nullptr;
+    case Endpoint::kManifest:
+      if (methodIs(request, "GET", "HEAD")) {
+        getManifest(ex, route, *repo);
+        return nullptr;
+      }
+      if (methodIs(request, "PUT")) return putManifest(ex, route, *repo);
+      if (methodIs(request, "DELETE")) {
+        deleteManifest(ex, route, *repo);
+        return nullptr;
+      }
+      return unsupported();
+    case Endpoint::kBlob:
+      if (methodIs(request, "GET", "HEAD")) {
+        getBlob(ex, route, *repo);
+        return nullptr;
+      }
+      if (methodIs(request, "DELETE")) {
+        deleteBlob(ex, route, *repo);
+        return nullptr;
+      }
+      return unsupported();
+    case Endpoint::kUploadStart:
+      if (!methodIs(request, "POST")) return unsupported();
+      return startUpload(ex, route, *repo);
+    case Endpoint::kUpload:
+      if (methodIs(request, "PATCH")) return patchUpload(ex, route, *repo);
+      if (methodIs(request, "PUT")) return putUpload(ex, route, *repo);
+      if (methodIs(request, "GET")) {
+        getUpload(ex, route, *repo);
+        return nullptr;
+      }
+      if (methodIs(request, "DELETE")) {
+        deleteUpload(ex, route, *repo);
+        return nullptr;
+      }
+      return unsupported();
+    default:
+      return unsupported();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Listings
+
+void Registry::getBase(const ExchangePtr& ex) {
+  respond(ex, jsonResponse("{}", "application/json"));
+}
+
+void Registry::getCatalog(const ExchangePtr& ex) {
+  const http::Request& request = ex->request();
+  auto n = pageSize(request);
+  if (!n) {
+    respond(ex, errorResponse(ErrorCode::kUnsupported, "n must be a number", 400));
+    return;
+  }
+  auto txn = index_.read();
+  if (!txn) {
+    respond(ex, errorFromStatus(txn.status(), ErrorCode::kNameUnknown, ErrorCode::kNameInvalid));
+    return;
+  }
+  std::string last = request.queryParam("last").value_or("");
+  // One more than asked tells whether a next page exists.
+  auto repositories = *n == 0 ? std::vector<std::string>{} : txn->repositories(last, *n + 1);
+  bool more = repositories.size() > *n;
+  if (more) repositories.resize(*n);
+
+  http::Response response =
+      jsonResponse("{\"repositories\":" + jsonStringList(repositories) + "}", "application/json");
+  if (more) {
+    response.headers.add("Link", "</v2/_catalog?n=" + std::to_string(*n) +
+                                     "&last=" + repositories.back() + ">; rel=\"next\"");
+  }
+  respond(ex, std::move(response));
+}
+
+void Registry::getTags(const ExchangePtr& ex, const Route& route, const Repository& repo) {
+  const http::Request& request = ex->request();
+  auto n = pageSize(request);
+  if (!n) {
+    respond(ex, errorResponse(ErrorCode::kUnsupported, "n must be a number", 400));
+    return;
+  }
+  auto txn = index_.read();
+  if (!txn) {
+    respond(ex, errorFromStatus(txn.status(), ErrorCode::kNameUnknown, ErrorCode::kNameInvalid));
+    return;
+  }
+  if (!txn->hasRepository(repo.key)) {
+    respond(ex, errorResponse(ErrorCode::kNameUnknown, "repository " + route.name + " not known"));
+    return;
+  }
+  std::string last = request.queryParam("last").value_or("");
+  auto tags = *n == 0 ? std::vector<std::string>{} : txn->tags(repo.key, last, *n + 1);
+  bool more = tags.size() > *n;
+  if (more) tags.resize(*n);
+
+  std::string body = "{\"name\":";
+  appendJsonString(body, route.name);
+  body += ",\"tags\":" + jsonStringList(tags) + "}";
+  http::Response response = jsonResponse(std::move(body), "application/json");
+  if (more) {
+    response.headers.add("Link", "</v2/" + route.name + "/tags/list?n=" + std::to_string(*n) +
+                                     "&last=" + tags.back() + ">; rel=\"next\"");
+  }
+  respond(ex, std::move(response));
+}
+
+void Registry::getReferrers(const ExchangePtr& ex, const Route& route, const Repository& repo) {
+  auto digest = cache::Digest::parse(route.reference);
+  if (!digest) {
+    respond(ex, errorResponse(ErrorCode::kDigestInvalid, digest.status().message()));
+    return;
+  }
+  auto txn = index_.read();
+  if (!txn) {
+    respond(ex, errorFromStatus(txn.status(), ErrorCode::kNameUnknown, ErrorCode::kNameInvalid));
+    return;
+  }
+  auto filter = ex->request().queryParam("artifactType");
+
+  std::string body = R"({"schemaVersion":2,"mediaType":")" + std::string(kOciIndex) +
+                     R"(","manifests":[)";
+  bool first = true;
+  for (const auto& referrer : txn->referrers(repo.key, digest->str())) {
+    if (filter && referrer.artifact_type != *filter) continue;
+    body += first ? "{\"mediaType\":" : ",{\"mediaType\":";
+    first = false;
+    appendJsonString(body, referrer.media_type);
+    body += ",\"digest\":";
+    appendJsonString(body, referrer.digest);
+    body += ",\"size\":" + std::to_string(referrer.size);
+    if (!referrer.artifact_type.empty()) {
+      body += ",\"artifactType\":";
+      appendJsonString(body, referrer.artifact_type);
+    }
+    if (!referrer.annotations_json.empty()) {
+      body += ",\"annotations\":" + referrer.annotations_json;
+    }
+    body += "}";
+  }
+  body += "]}";
+
+  http::Response response = jsonResponse(std::move(body), kOciIndex);
+  if (filter) response.headers.add("OCI-Filters-Applied", "artifactType");
+  respond(ex, std::move(response));
+}
+
+}  // namespace regcache::proxy

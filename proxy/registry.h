@@ -1,0 +1,78 @@
+// The distribution API: the http::Service that routes each request to its endpoint and
+// answers it from the index and the blob store.
+//
+// Reads (manifest and blob GET/HEAD, tags, catalog, referrers) are answered on the loop
+// thread from one LMDB read transaction. Everything that writes the index or fsyncs runs on
+// the blocking pool and answers back on the request's loop.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "cache/blob_store.h"
+#include "cache/index.h"
+#include "proxy/config.h"
+#include "proxy/http.h"
+#include "proxy/loop.h"
+#include "proxy/routes.h"
+#include "proxy/uploads.h"
+
+namespace regcache::proxy {
+
+class Registry : public http::Service {
+ public:
+  // Everything passed in must outlive the Registry.
+  Registry(const Config& config, const cache::Index& index, const cache::BlobStore& store,
+           BlockingPool& pool);
+
+  std::unique_ptr<http::Handler> onRequest(std::shared_ptr<http::Exchange> exchange) override;
+
+  UploadTable& uploads() { return uploads_; }
+
+ private:
+  using ExchangePtr = std::shared_ptr<http::Exchange>;
+  using HandlerPtr = std::unique_ptr<http::Handler>;
+
+  HandlerPtr dispatch(const ExchangePtr& ex, const Route& route);
+
+  // Listings: registry.cc.
+  void getBase(const ExchangePtr& ex);
+  void getCatalog(const ExchangePtr& ex);
+  void getTags(const ExchangePtr& ex, const Route& route, const Repository& repo);
+  void getReferrers(const ExchangePtr& ex, const Route& route, const Repository& repo);
+
+  // Blobs and uploads: registry_blobs.cc.
+  void getBlob(const ExchangePtr& ex, const Route& route, const Repository& repo);
+  void deleteBlob(const ExchangePtr& ex, const Route& route, const Repository& repo);
+  HandlerPtr startUpload(const ExchangePtr& ex, const Route& route, const Repository& repo);
+  // Creates an upload session once the (empty) POST body is in: 202 with its Location.
+  HandlerPtr beginUpload(const ExchangePtr& ex, const Route& route, const Repository& repo);
+  HandlerPtr mountBlob(const ExchangePtr& ex, const Route& route, const Repository& repo,
+                       const cache::Digest& digest);
+  HandlerPtr patchUpload(const ExchangePtr& ex, const Route& route, const Repository& repo);
+  HandlerPtr putUpload(const ExchangePtr& ex, const Route& route, const Repository& repo);
+  void getUpload(const ExchangePtr& ex, const Route& route, const Repository& repo);
+  void deleteUpload(const ExchangePtr& ex, const Route& route, const Repository& repo);
+
+  // Manifests: registry_manifests.cc.
+  void getManifest(const ExchangePtr& ex, const Route& route, const Repository& repo);
+  HandlerPtr putManifest(const ExchangePtr& ex, const Route& route, const Repository& repo);
+  void deleteManifest(const ExchangePtr& ex, const Route& route, const Repository& repo);
+
+  friend class UploadBodyHandler;
+  friend class ManifestBodyHandler;
+
+  const Config& config_;
+  const cache::Index& index_;
+  const cache::BlobStore& store_;
+  BlockingPool& pool_;
+  UploadTable uploads_;
+};
+
+// Sends `response` with the headers every API response carries. Loop thread.
+void respond(const std::shared_ptr<http::Exchange>& ex, http::Response response);
+
+// A handler that runs `on_end` once the (ignored) body is complete.
+std::unique_ptr<http::Handler> whenComplete(std::function<void()> on_end);
+
+}  // namespace regcache::proxy

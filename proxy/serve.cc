@@ -1,0 +1,102 @@
+// The serve command's lifecycle: open, listen, wait for a signal, stop.
+#include "proxy/serve.h"
+
+#include <signal.h>
+
+#include <ctime>
+
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include "cache/blob_store.h"
+#include "cache/index.h"
+#include "proxy/http.h"
+#include "proxy/loop.h"
+#include "proxy/registry.h"
+
+namespace regcache::proxy {
+
+namespace {
+
+// How often abandoned uploads are looked for.
+constexpr int kUploadSweepSeconds = 600;
+
+}  // namespace
+
+void setUpLogging(const std::string& level) {
+  auto sink = std::make_shared<spdlog::sinks::stderr_sink_mt>();
+  auto events = std::make_shared<spdlog::logger>("regcache", sink);
+  auto access = std::make_shared<spdlog::logger>("access", sink);
+  for (const auto& logger : {events, access}) {
+    logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e%z %l %v");
+    logger->set_level(spdlog::level::from_str(level));
+    logger->flush_on(spdlog::level::info);
+  }
+  spdlog::drop("access");
+  spdlog::register_logger(access);
+  spdlog::set_default_logger(events);
+}
+
+int serve(const Config& config) {
+  auto listen = parseListen(config.listen);
+  if (!listen) {
+    spdlog::error("serve.listen error=\"{}\"", listen.status().message());
+    return 1;
+  }
+  auto index = cache::Index::open(config.data_dir / "index");
+  if (!index) {
+    spdlog::error("serve.index dir={} error=\"{}\"", config.data_dir.string(),
+                  index.status().message());
+    return 1;
+  }
+  auto store = cache::BlobStore::open(config.data_dir);
+  if (!store) {
+    spdlog::error("serve.store dir={} error=\"{}\"", config.data_dir.string(),
+                  store.status().message());
+    return 1;
+  }
+
+  BlockingPool pool(4);
+  Registry registry(config, **index, **store, pool);
+  http::ServerOptions options;
+  options.host = listen->host;
+  options.port = listen->port;
+  options.threads = config.threads;
+  http::Server server(options, registry);
+  if (Status status = server.start(); !status) {
+    spdlog::error("serve.listen addr={} error=\"{}\"", config.listen, status.message());
+    return 1;
+  }
+  spdlog::info("serve.start listening addr={}:{} data_dir={} upstreams={} offline={}",
+               listen->host, server.port(), config.data_dir.string(), config.upstreams.size(),
+               config.offline);
+
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);
+  int64_t upload_ttl = config.upload_ttl.count();
+  while (true) {
+    timespec timeout{kUploadSweepSeconds, 0};
+    int sig = sigtimedwait(&signals, nullptr, &timeout);
+    if (sig == SIGTERM || sig == SIGINT) {
+      spdlog::info("serve.stop signal={}", sig == SIGTERM ? "TERM" : "INT");
+      break;
+    }
+    if (sig == SIGHUP) {
+      // TODO(reload): SIGHUP reloads config and certificates (the hardening issue); until
+      // then it is logged and ignored rather than killing the process.
+      spdlog::info("serve.reload ignored: reload is not supported yet");
+      continue;
+    }
+    pool.submit([&registry, upload_ttl] {
+      size_t expired = registry.uploads().expire(std::time(nullptr), upload_ttl);
+      if (expired > 0) spdlog::info("uploads.expired count={}", expired);
+    });
+  }
+  server.stop();
+  return 0;
+}
+
+}  // namespace regcache::proxy

@@ -1,0 +1,17 @@
+// `regcache serve`: opens the store, starts the server and runs until SIGTERM or SIGINT.
+#pragma once
+
+#include "proxy/config.h"
+
+namespace regcache::proxy {
+
+// Runs the service with `config` on the calling thread. Returns the process exit code: 0 after
+// a clean stop, 1 when the store cannot be opened or the address cannot be bound.
+// Call with SIGTERM, SIGINT and SIGHUP blocked in every thread (main() does this first).
+int serve(const Config& config);
+
+// Sets up the loggers: the default one (events) and "access" (one line per request), both to
+// stderr, at `level`.
+void setUpLogging(const std::string& level);
+
+}  // namespace regcache::proxy
