@@ -28,6 +28,7 @@ class Digest {
   bool operator==(const Digest& other) const = default;
 
  private:
+  friend class Hasher;  // builds a Digest from bytes it has hashed, without re-validating
   Digest(DigestAlgorithm a, std::string hex) : algorithm_(a), hex_(std::move(hex)) {}
   DigestAlgorithm algorithm_ = DigestAlgorithm::kSha256;
   std::string hex_;
