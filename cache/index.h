@@ -93,6 +93,9 @@ class ReadTxn {
   // most `limit` of them.
   std::vector<std::string> tags(std::string_view repository, std::string_view last,
                                 size_t limit) const;
+  // True when the repository holds at least one manifest (what makes it appear in
+  // repositories()). One seek.
+  bool hasRepository(std::string_view repository) const;
   // Repositories that hold at least one manifest, lexical order, strictly after `last`.
   std::vector<std::string> repositories(std::string_view last, size_t limit) const;
   // Manifests in `repository` whose subject is `subject`.
@@ -112,6 +115,10 @@ class ReadTxn {
 // A write transaction. Blocks on fsync at commit: never on an event loop thread. Only one is
 // open at a time in the whole process (LMDB serialises writers; other processes too).
 // Destroying it without commit() aborts it.
+//
+// Writes return kInvalidArgument for an empty key part, one containing '\0', or a key past
+// LMDB's 511-byte limit, and kIo for storage errors (a full map included). After a kIo the
+// transaction is poisoned: drop it rather than commit.
 class WriteTxn {
  public:
   ~WriteTxn();
@@ -119,7 +126,8 @@ class WriteTxn {
   WriteTxn& operator=(WriteTxn&&) = delete;
   WriteTxn(const WriteTxn&) = delete;
 
-  // Reads see this transaction's own writes.
+  // Reads see this transaction's own writes. A view returned here lives until the next write
+  // in this transaction or its end, whichever comes first.
   Result<BlobRecord> blob(std::string_view digest) const;
   bool isLinked(std::string_view repository, std::string_view digest) const;
   Result<TagView> tag(std::string_view repository, std::string_view tag) const;
@@ -127,12 +135,14 @@ class WriteTxn {
 
   // Inserts or replaces the blob record. Flags are OR-ed into an existing record's.
   Status putBlob(std::string_view digest, const BlobRecord& record);
+  // kNotFound when absent.
   Status deleteBlob(std::string_view digest);
   Status link(std::string_view repository, std::string_view digest);
   // kNotFound when the link did not exist.
   Status unlink(std::string_view repository, std::string_view digest);
 
-  // Stores the manifest and, when record.subject is set, its referrer entry.
+  // Stores the manifest and, when record.subject is set and `referrer` is given, its entry in
+  // the referrers list of record.subject (keyed by `digest`; referrer->digest is not used).
   Status putManifest(std::string_view repository, std::string_view digest,
                      const ManifestRecord& record, const ReferrerRecord* referrer);
   // Removes the manifest, every tag of the repository that points at it, and its referrer
@@ -144,8 +154,11 @@ class WriteTxn {
   Status deleteTag(std::string_view repository, std::string_view tag);
 
   Status putUpload(std::string_view uuid, const UploadRecord& record);
+  // kNotFound when absent.
   Status deleteUpload(std::string_view uuid);
 
+  // Commits (fsync). Afterwards, and after a failed commit, the WriteTxn is finished: every
+  // further call returns kInternal.
   Status commit();
 
  private:
