@@ -48,7 +48,8 @@ class BlobStore {
 
   const std::filesystem::path& root() const { return root_; }
   std::filesystem::path blobPath(const Digest& digest) const;
-  // Where the upload with this id keeps its bytes.
+  // Where the upload with this id keeps its bytes. Not sanitised: pass only ids this process
+  // issued (or found in the index), never a raw path segment from a request.
   std::filesystem::path uploadPath(std::string_view uuid) const;
   // A fresh, unique temp path under tmp/ (for fills and whole-buffer writes).
   std::filesystem::path tempPath() const;
