@@ -1,0 +1,28 @@
+#!/bin/sh
+# Installs everything regcache needs to build and test, from Debian 12's packages.
+# Usage: scripts/install-deps.sh [--build-only]
+set -eu
+
+build="build-essential cmake ninja-build pkg-config git
+  libevent-dev libcurl4-openssl-dev libssl-dev liblmdb-dev libsimdjson-dev libspdlog-dev
+  libfmt-dev libtomlplusplus-dev libhttp-parser-dev catch2"
+tests="python3 python3-pytest python3-requests skopeo umoci docker-registry curl"
+
+packages="$build"
+[ "${1:-}" = "--build-only" ] || packages="$build $tests"
+
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+
+# Skip apt entirely when everything is already there (a developer's second run).
+missing=""
+for p in $packages; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
+    missing="$missing $p"
+done
+[ -n "$missing" ] || exit 0
+
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+# shellcheck disable=SC2086
+$sudo apt-get install -y -qq --no-install-recommends $missing
