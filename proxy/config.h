@@ -34,14 +34,14 @@ struct Config {
   std::optional<std::string> htpasswd;
   bool anonymous_pull = true;
 
-  std::vector<UpstreamConfig> upstreams;   // embedded default: docker.io, default = true
+  std::vector<UpstreamConfig> upstreams;  // embedded default: docker.io, default = true
   std::vector<std::string> local_namespaces{"local"};
 
-  std::string log_level = "info";  // trace, debug, info, warn, error
-  std::string log_format = "text";  // text or json (access log)
-  uint64_t max_upload_size = 0;      // bytes; 0 = unlimited
+  std::string log_level = "info";          // trace, debug, info, warn, error
+  std::string log_format = "text";         // text or json (access log)
+  uint64_t max_upload_size = 0;            // bytes; 0 = unlimited
   std::chrono::seconds upload_ttl{86400};  // idle uploads abandoned after this long
-  size_t threads = 0;                // 0: one per core
+  size_t threads = 0;                      // 0: one per core
 
   // The default upstream, or nullptr.
   const UpstreamConfig* defaultUpstream() const;
@@ -55,7 +55,11 @@ Config defaultConfig();
 // Reads a TOML file over the embedded defaults. Unknown keys, wrong types and bad values are
 // kInvalidArgument whose message names the file, the key and the line, e.g.
 // "regcache.toml:7: upstream[1].tag_ttl: expected a duration like \"5m\"".
-// A file that lists [[upstream]] replaces the default upstream list.
+// A file that lists [[upstream]] replaces the default upstream list. Upstream names are
+// lowercase hosts with an optional port and must be unique, not also a local namespace; at most
+// one is the default; a url's trailing '/' is dropped; tls needs both cert and key. Sizes take a
+// string for parseSize or an integer of bytes; durations take a string for parseDuration.
+// A file that cannot be read is kIo.
 Result<Config> loadConfig(const std::filesystem::path& file);
 // The same, from text (tests); `source_name` stands in for the file name in messages.
 Result<Config> parseConfig(std::string_view text, std::string_view source_name);

@@ -43,9 +43,9 @@ struct Descriptor {
 struct Manifest {
   std::string media_type;  // resolved (body's mediaType, else Content-Type)
   bool is_index = false;
-  std::optional<Descriptor> config;    // image manifests
-  std::vector<Descriptor> layers;      // image manifests: blobs
-  std::vector<Descriptor> manifests;   // indexes: child manifests
+  std::optional<Descriptor> config;   // image manifests
+  std::vector<Descriptor> layers;     // image manifests: blobs
+  std::vector<Descriptor> manifests;  // indexes: child manifests
   std::optional<Descriptor> subject;
   // For the referrers API: artifactType, else config.mediaType (image manifests), else empty.
   std::string artifact_type;
@@ -56,8 +56,12 @@ struct Manifest {
 //  - the JSON must be an object with schemaVersion 2;
 //  - the media type is the body's `mediaType` if present, else `content_type`; when both are
 //    present they must match; it must be one of the four supported types;
-//  - every descriptor needs a supported media type string, a valid digest and a size >= 0;
-//    an image manifest needs `config` and `layers`, an index needs `manifests`.
+//  - every descriptor needs a media type string (RFC 6838 `type/subtype` syntax: the image spec
+//    forbids erroring on types unknown to us), a valid digest and an integer size >= 0;
+//    an image manifest needs `config` and `layers`, an index needs `manifests`;
+//  - platform, when present, needs string os and architecture; annotations must map strings to
+//    strings; a known key that appears twice in one object is refused;
+//  - Docker schema 1 (schemaVersion 1 or its media types) is refused with a message saying so.
 // Errors are kInvalidArgument with a message saying what is wrong (MANIFEST_INVALID), or
 // kTooLarge over kMaxManifestBytes.
 Result<Manifest> parseManifest(std::string_view bytes, std::string_view content_type);

@@ -18,8 +18,8 @@ struct ByteRange {
 // Parses an RFC 9110 `Range` header against a representation of `size` bytes.
 // Only a single range of unit "bytes" is served: "bytes=a-b", "bytes=a-" and "bytes=-n"; `last`
 // is clamped to size-1.
-//  - nullopt in the Result: the header should be ignored (an unknown unit, or several ranges),
-//    so the whole body is sent with 200;
+//  - nullopt in the Result: the header should be ignored (an unknown unit, or several ranges,
+//    or a suffix range of an empty representation), so the whole body is sent with 200;
 //  - kInvalidArgument: syntactically bad;
 //  - kConflict: unsatisfiable (first >= size, or a zero suffix), which is answered with 416.
 Result<std::optional<ByteRange>> parseRange(std::string_view header, uint64_t size);
