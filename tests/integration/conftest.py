@@ -49,6 +49,9 @@ SPEC_ERROR_CODES = {
     "NAME_UNKNOWN", "SIZE_INVALID", "UNAUTHORIZED", "DENIED", "UNSUPPORTED", "TOOMANYREQUESTS",
 }
 
+# "Legacy Docker support error codes" the spec says clients may meet.
+LEGACY_ERROR_CODES = {"TAG_INVALID", "MANIFEST_UNVERIFIED"}
+
 LISTENING_RE = re.compile(rb"listening addr=\S+:(\d+)")
 START_TIMEOUT = 10.0
 HTTP_TIMEOUT = 30.0
@@ -93,6 +96,10 @@ def check_error_body(body: bytes, where: str = "") -> list:
         code = err.get("code")
         assert isinstance(code, str) and re.fullmatch(r"[A-Z_]+", code), \
             f"{where}: error code must be uppercase letters and underscores: {err!r}"
+        # "The code field MUST be one of the following" (the spec's table), or a legacy
+        # Docker code the spec names as optional.
+        assert code in SPEC_ERROR_CODES | LEGACY_ERROR_CODES, \
+            f"{where}: error code {code!r} is not one of the spec's codes"
         if "message" in err:
             assert isinstance(err["message"], str), f"{where}: message not a string: {err!r}"
     return doc["errors"]

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from conftest import (
-    ACCEPT_ALL, assert_error, push_blob, push_image, random_blob, request_bytes,
+    ACCEPT_ALL, assert_error, push_artifact, push_blob, push_image, random_blob, request_bytes,
     sha256_digest, start_upload, unique_repo, with_query,
 )
 
@@ -97,8 +97,8 @@ def test_kill9_during_upload_and_after_manifest_put(fresh_registry):
     reg = fresh_registry
     repo = unique_repo("crash")
     a = push_image(reg, repo, "a", layers=2, layer_size=300_000)
-    single = random_blob(50_000)
-    single_digest = push_blob(reg, repo, single, "single_post")
+    extra = random_blob(50_000)
+    extra_digest = push_blob(reg, repo, extra, "post_put")
 
     # B streams; while it does, C's blobs and manifest are pushed, and the kill follows C's 201.
     b_data = big_payload()
@@ -117,13 +117,15 @@ def test_kill9_during_upload_and_after_manifest_put(fresh_registry):
     reg.start()
     check_image(reg, repo, "a", a)
     check_image(reg, repo, "c", c)
-    assert reg.get(f"/v2/{repo}/blobs/{single_digest}").content == single
+    assert reg.get(f"/v2/{repo}/blobs/{extra_digest}").content == extra
 
     # B was never completed: its digest must not exist.
     assert_error(reg.head(f"/v2/{repo}/blobs/{b_digest}"), 404)
 
     # The interrupted upload resumes from what was kept, or is gone; never a blob.
     s = reg.get(b_loc)
+    print(f"interrupted upload after restart: {s.status_code} Range={s.headers.get('Range')} "
+          f"sent={sender.sent}")
     if s.status_code == 404:
         assert_error(s, 404, "BLOB_UPLOAD_UNKNOWN")
     else:
@@ -152,7 +154,7 @@ def test_kill9_right_after_each_acknowledged_push(fresh_registry):
     reg = fresh_registry
     repo = unique_repo("ack")
     pushed = []
-    for i, method in enumerate(["post_put", "single_post", "chunked"]):
+    for i, method in enumerate(["post_put", "chunked", "single_post"]):
         m = push_image(reg, repo, f"t{i}", layers=1, layer_size=20_000 + i, method=method)
         reg.kill9()
         reg.start()
@@ -181,8 +183,40 @@ def test_sigterm_stops_cleanly_and_data_persists(fresh_registry):
     reg = fresh_registry
     repo = unique_repo("term")
     m = push_image(reg, repo, "t")
+    art, _ = push_artifact(reg, repo, m, artifact_type="application/vnd.example.sbom.v1")
     rc = reg.stop()
     assert rc == 0, f"SIGTERM exit code {rc}"
     reg.start()
     check_image(reg, repo, "t", m)
+    assert reg.get(f"/v2/{repo}/tags/list").json()["tags"] == ["t"]
+    assert reg.get("/v2/_catalog").json()["repositories"] == [repo]
+    refs = reg.get(f"/v2/{repo}/referrers/{m.digest}").json()["manifests"]
+    assert [d["digest"] for d in refs] == [art.digest]
     check_blob_files(reg.data_dir)
+
+
+def test_upload_resumes_after_clean_restart(fresh_registry):
+    reg = fresh_registry
+    repo = unique_repo("resume")
+    data = random_blob(500_000)
+    loc = start_upload(reg, repo).headers["Location"]
+    r = reg.patch(loc, data=data[:200_000],
+                  headers={"Content-Type": "application/octet-stream",
+                           "Content-Range": "0-199999"})
+    assert r.status_code == 202
+    assert reg.stop() in (0, None)
+    reg.start()
+    s = reg.get(loc)
+    if s.status_code == 404:
+        assert_error(s, 404, "BLOB_UPLOAD_UNKNOWN")
+        return
+    assert s.status_code == 204 and s.headers.get("Range") == "0-199999"
+    r = reg.patch(s.headers.get("Location") or loc, data=data[200_000:],
+                  headers={"Content-Type": "application/octet-stream",
+                           "Content-Range": f"200000-{len(data) - 1}"})
+    assert r.status_code == 202
+    digest = sha256_digest(data)
+    r = reg.put(with_query(r.headers["Location"], digest=digest),
+                headers={"Content-Length": "0"})
+    assert r.status_code == 201
+    assert reg.get(f"/v2/{repo}/blobs/{digest}").content == data

@@ -285,3 +285,104 @@ def test_many_idle_connections_do_not_block_others(registry):
         for c in idle:
             c.close()
     _still_serving(registry)
+
+
+def test_absolute_form_request_target(registry):
+    # RFC 9112 3.2.2: "A server MUST accept the absolute-form in requests".
+    with registry.raw() as c:
+        c.send(request_bytes("GET", f"http://{registry.host}/v2/", registry.host))
+        assert c.read_response().status == 200
+
+
+def test_lowercase_header_names(registry):
+    repo = unique_repo("lower")
+    data = b"lowercase headers"
+    loc = start_upload(registry, repo).headers["Location"]
+    with registry.raw() as c:
+        c.send(f"PATCH {_path(loc)} HTTP/1.1\r\nhost: {registry.host}\r\n"
+               f"content-length: {len(data)}\r\ncontent-range: 0-{len(data) - 1}\r\n\r\n"
+               .encode() + data)
+        r = c.read_response()
+        assert r.status == 202, r
+        assert _range_end(r) == len(data) - 1
+
+
+def test_pipelined_patch_status_and_put(registry):
+    """A request body inside a pipeline must be framed exactly: PATCH with a body, then the
+    status GET and the closing PUT, all in one send."""
+    repo = unique_repo("pipepatch")
+    data = random_blob(100_000)
+    digest = sha256_digest(data)
+    loc = _path(start_upload(registry, repo).headers["Location"])
+    host = registry.host
+    with registry.raw() as c:
+        c.send(request_bytes("PATCH", loc, host, {"Content-Range": f"0-{len(data) - 1}"}, data)
+               + request_bytes("GET", loc, host)
+               + request_bytes("PUT", _path(with_query(loc, digest=digest)), host,
+                               {"Content-Length": "0"}))
+        r = c.read_response()
+        assert r.status == 202, r
+        r = c.read_response()
+        assert r.status == 204 and _range_end(r) == len(data) - 1, r
+        r = c.read_response()
+        assert r.status == 201, r
+    assert registry.get(f"/v2/{repo}/blobs/{digest}").content == data
+
+
+def test_content_length_and_chunked_together_do_not_desync(registry):
+    """RFC 9112 6.3: Transfer-Encoding overrides Content-Length, or the request is refused with
+    400 and the connection closed. Either way the next request must not be read out of the
+    body (request smuggling)."""
+    repo = unique_repo("smuggle")
+    loc = _path(start_upload(registry, repo).headers["Location"])
+    smuggled = request_bytes("DELETE", loc, registry.host)
+    body = b"5\r\nhello\r\n0\r\n\r\n"
+    with registry.raw() as c:
+        c.send(request_bytes("PATCH", loc, registry.host, {
+            "Transfer-Encoding": "chunked", "Content-Length": str(len(body) + len(smuggled))})
+            + body + smuggled)
+        r = c.read_response()
+        assert r.status in (202, 400), r
+        if r.status == 202:
+            assert _range_end(r) == 4
+            # The bytes after the chunked body are the next request: the DELETE.
+            r2 = c.read_response()
+            assert r2.status in (202, 204), r2
+    _still_serving(registry)
+
+
+def test_conflicting_content_lengths_400(registry):
+    repo = unique_repo("cl2")
+    loc = _path(start_upload(registry, repo).headers["Location"])
+    with registry.raw() as c:
+        c.send(f"PATCH {loc} HTTP/1.1\r\nHost: {registry.host}\r\nContent-Length: 3\r\n"
+               f"Content-Length: 5\r\n\r\nabcde".encode())
+        try:
+            r = c.read_response()
+        except (ConnectionResetError, EOFError) as e:
+            pytest.fail(f"no response ({e!r})")
+        assert r.status == 400, r
+    _still_serving(registry)
+
+
+def test_put_right_after_patch_on_another_connection(registry):
+    """skopeo and containerd send the PATCH and the closing PUT on different pooled
+    connections: once the PATCH's 202 has arrived, the PUT must find the upload ready."""
+    repo = unique_repo("race")
+    failures = []
+    for i in range(150):
+        data = random_blob(20_000 + i)
+        digest = sha256_digest(data)
+        loc = _path(start_upload(registry, repo).headers["Location"])
+        with registry.raw() as a, registry.raw() as b:
+            a.send(request_bytes("PATCH", loc, registry.host,
+                                 {"Content-Type": "application/octet-stream"}, data))
+            r = a.read_response()
+            assert r.status == 202, r
+            b.send(request_bytes("PUT", _path(with_query(r.header("Location"), digest=digest)),
+                                 registry.host, {"Content-Length": "0"}))
+            r = b.read_response()
+            if r.status != 201:
+                failures.append((i, r.status, r.body[:200]))
+    assert not failures, f"{len(failures)}/150 closing PUTs failed right after a 202 PATCH: " \
+                         f"{failures[:3]}"
