@@ -245,6 +245,18 @@ def test_upload_chunk_out_of_order_416(registry):
     assert registry.get(f"/v2/{repo}/blobs/{digest}").content == data
 
 
+def test_upload_final_chunk_in_put_out_of_order_416(registry):
+    repo = unique_repo("putooo")
+    data = random_blob(1000)
+    loc = start_upload(registry, repo).headers["Location"]
+    r = registry.patch(loc, data=data[:600], headers={**OCTET, "Content-Range": "0-599"})
+    assert r.status_code == 202
+    r = registry.put(with_query(r.headers["Location"], digest=sha256_digest(data)),
+                     data=data[500:], headers={**OCTET, "Content-Range": "500-999"})
+    assert r.status_code == 416, r.status_code
+    assert_error(registry.head(f"/v2/{repo}/blobs/{sha256_digest(data)}"), 404)
+
+
 def test_upload_first_chunk_not_at_zero_416(registry):
     repo = unique_repo("ooo0")
     loc = start_upload(registry, repo).headers["Location"]

@@ -386,3 +386,27 @@ def test_put_right_after_patch_on_another_connection(registry):
                 failures.append((i, r.status, r.body[:200]))
     assert not failures, f"{len(failures)}/150 closing PUTs failed right after a 202 PATCH: " \
                          f"{failures[:3]}"
+
+
+def test_responses_carry_date(registry):
+    # RFC 9110 6.6.1: an origin server with a clock MUST send Date in 2xx, 3xx and 4xx.
+    with registry.raw() as c:
+        c.send(request_bytes("GET", "/v2/", registry.host)
+               + request_bytes("GET", f"/v2/{unique_repo('date')}/tags/list", registry.host))
+        for _ in range(2):
+            r = c.read_response()
+            assert r.header("Date"), r
+
+
+def test_204_upload_status_has_no_content_length(registry):
+    # RFC 9110 8.6: "A server MUST NOT send a Content-Length header field in any response with
+    # a status code of 1xx (Informational) or 204 (No Content)."
+    loc = _path(start_upload(registry, unique_repo("nocl")).headers["Location"])
+    with registry.raw() as c:
+        c.send(request_bytes("GET", loc, registry.host))
+        r = c.read_response()
+        assert r.status == 204, r
+        assert r.header("Content-Length") is None, r
+        assert r.header("Transfer-Encoding") is None, r
+        c.send(request_bytes("GET", "/v2/", registry.host))  # framing still right
+        assert c.read_response().status == 200
