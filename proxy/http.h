@@ -105,7 +105,8 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
   virtual const Request& request() const = 0;
   // Sends the response. At most once; later calls are ignored. When called before the whole
   // request body arrived, the server closes the connection after the response (the rest of
-  // the body is not read). Loop thread only.
+  // the body is not read). Loop thread only. A Response::File's fd is the server's from this
+  // call on, even when the call is ignored.
   virtual void respond(Response response) = 0;
   virtual bool responded() const = 0;
   // False once the client has gone.

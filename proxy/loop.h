@@ -2,6 +2,7 @@
 // writes and other blocking calls off them.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -42,10 +43,11 @@ class Loop {
   static void onWake(int fd, short what, void* arg);
 
   event_base* base_ = nullptr;
-  event* wake_ = nullptr;
-  std::thread::id thread_id_;
+  event* wake_ = nullptr;  // activated by post() and stop(); runs onWake on the loop
+  std::atomic<std::thread::id> thread_id_;
   std::mutex mu_;
   std::vector<std::function<void()>> pending_;  // guarded by mu_
+  std::vector<std::function<void()>> running_;  // loop thread only: the batch onWake runs
   bool stopped_ = false;                        // guarded by mu_
 };
 

@@ -1,0 +1,908 @@
+// One HTTP/1.1 connection: streaming request parsing with http-parser, dispatch to the
+// Service, and response writing (memory, sendfile, or a pulled BodySource) on a bufferevent.
+#include "proxy/http_connection.h"
+
+#include <arpa/inet.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <spdlog/spdlog.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <charconv>
+#include <cstdio>
+#include <ctime>
+
+namespace regcache::proxy::http {
+
+namespace {
+
+// Unparsed input held per connection before reading stops (the kernel then pushes back).
+constexpr size_t kMaxInput = 1 << 20;
+// A BodySource is pulled while the output holds less than this; the write callback fires
+// when the output drains below it.
+constexpr size_t kSourceWatermark = 256 << 10;
+// Bodies up to this size are copied behind the head in one evbuffer_add; larger ones are
+// added by reference, without a copy.
+constexpr size_t kInlineBodyMax = 64 << 10;
+// libevent's per-callback read and write caps default to 16 KiB; larger writes let sendfile
+// and writev move a blob in fewer calls.
+constexpr ssize_t kMaxSingleRead = 256 << 10;
+constexpr ssize_t kMaxSingleWrite = 4 << 20;
+// After our side is shut, how long and how much we keep reading so the client gets the
+// response instead of a reset.
+constexpr std::chrono::seconds kLingerTimeout{2};
+constexpr uint64_t kMaxLingerBytes = 4 << 20;
+
+std::atomic<uint64_t> g_connection_ids{0};
+std::atomic<uint64_t> g_request_ids{0};
+
+std::string peerString(const sockaddr* addr) {
+  char ip[INET6_ADDRSTRLEN] = "?";
+  if (addr->sa_family == AF_INET) {
+    const auto* in = reinterpret_cast<const sockaddr_in*>(addr);
+    inet_ntop(AF_INET, &in->sin_addr, ip, sizeof ip);
+    return std::string(ip) + ":" + std::to_string(ntohs(in->sin_port));
+  }
+  if (addr->sa_family == AF_INET6) {
+    const auto* in6 = reinterpret_cast<const sockaddr_in6*>(addr);
+    inet_ntop(AF_INET6, &in6->sin6_addr, ip, sizeof ip);
+    return "[" + std::string(ip) + "]:" + std::to_string(ntohs(in6->sin6_port));
+  }
+  return "unknown";
+}
+
+bool equalsIgnoreCase(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) {
+    return false;
+  }
+  for (size_t i = 0; i < a.size(); ++i) {
+    char x = a[i] >= 'A' && a[i] <= 'Z' ? a[i] + 32 : a[i];
+    char y = b[i] >= 'A' && b[i] <= 'Z' ? b[i] + 32 : b[i];
+    if (x != y) {
+      return false;
+    }
+  }
+  return true;
+}
+
+// Headers the server owns: a handler's values for them are dropped.
+bool isServerHeader(std::string_view name) {
+  switch (name.size()) {
+    case 4:
+      return equalsIgnoreCase(name, "date");
+    case 10:
+      return equalsIgnoreCase(name, "connection");
+    case 14:
+      return equalsIgnoreCase(name, "content-length");
+    case 17:
+      return equalsIgnoreCase(name, "transfer-encoding");
+    default:
+      return false;
+  }
+}
+
+// The Date header value, formatted at most once per second per thread. The time comes from
+// libevent's per-iteration cache, so this costs no system call.
+std::string_view httpDate(event_base* base) {
+  thread_local time_t cached_second = -1;
+  thread_local char text[64];
+  thread_local size_t length = 0;
+  timeval now{};
+  event_base_gettimeofday_cached(base, &now);
+  if (now.tv_sec != cached_second) {
+    tm parts{};
+    gmtime_r(&now.tv_sec, &parts);
+    length = strftime(text, sizeof text, "%a, %d %b %Y %H:%M:%S GMT", &parts);
+    cached_second = now.tv_sec;
+  }
+  return {text, length};
+}
+
+void appendNumber(std::string& out, uint64_t value) {
+  char digits[24];
+  auto result = std::to_chars(digits, digits + sizeof digits, value);
+  out.append(digits, result.ptr);
+}
+
+std::string jsonEscape(std::string_view text) {
+  std::string out;
+  for (char ch : text) {
+    if (ch == '"' || ch == '\\') {
+      out += '\\';
+      out += ch;
+    } else if (static_cast<unsigned char>(ch) >= 0x20) {
+      out += ch;
+    }
+  }
+  return out;
+}
+
+void closeFile(const std::optional<Response::File>& file) {
+  if (file && file->fd >= 0) {
+    ::close(file->fd);
+  }
+}
+
+}  // namespace
+
+// Keeps the connection alive while a callback runs; the last one out tears it down if a
+// close was requested meanwhile. Every entry point from libevent or from outside takes one.
+class Connection::Busy {
+ public:
+  explicit Busy(Connection* connection) : connection_(connection) { ++connection_->busy_; }
+  ~Busy() {
+    if (--connection_->busy_ == 0 && connection_->close_requested_) {
+      connection_->teardown();
+    }
+  }
+  Busy(const Busy&) = delete;
+  Busy& operator=(const Busy&) = delete;
+
+ private:
+  Connection* connection_;
+};
+
+const http_parser_settings Connection::kParserSettings = {
+    .on_message_begin = &Connection::onMessageBegin,
+    .on_url = &Connection::onUrl,
+    .on_status = nullptr,
+    .on_header_field = &Connection::onHeaderField,
+    .on_header_value = &Connection::onHeaderValue,
+    .on_headers_complete = &Connection::onHeadersComplete,
+    .on_body = &Connection::onBody,
+    .on_message_complete = &Connection::onMessageComplete,
+    .on_chunk_header = nullptr,
+    .on_chunk_complete = nullptr,
+};
+
+// =============================================================================================
+// Exchange
+
+void ExchangeImpl::respond(Response response) {
+  if (responded_ || connection_ == nullptr) {
+    closeFile(response.file);  // the fd is ours either way
+    return;
+  }
+  responded_ = true;
+  connection_->sendResponse(std::move(response));
+}
+
+void ExchangeImpl::addLogField(std::string field) {
+  log_fields_ += ' ';
+  log_fields_ += field;
+}
+
+// =============================================================================================
+// Opening and closing
+
+void Connection::open(LoopContext& context, int fd, const sockaddr* peer) {
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  // TODO(tls): with TLS this becomes bufferevent_openssl_socket_new(); everything below only
+  // talks to the bufferevent, except the shutdown() in startLingeringClose().
+  bufferevent* bev = bufferevent_socket_new(context.loop->base(), fd, BEV_OPT_CLOSE_ON_FREE);
+  if (bev == nullptr) {
+    ::close(fd);
+    return;
+  }
+  new Connection(context, bev, peerString(peer));  // owns itself; freed by teardown()
+}
+
+Connection::Connection(LoopContext& context, bufferevent* bev, std::string peer)
+    : context_(context), bev_(bev), id_(++g_connection_ids), peer_(std::move(peer)) {
+  next_ = context_.connections;
+  if (next_ != nullptr) {
+    next_->prev_ = this;
+  }
+  context_.connections = this;
+  ++*context_.open_connections;
+
+  http_parser_init(&parser_, HTTP_REQUEST);
+  parser_.data = this;
+  bufferevent_setcb(bev_, &Connection::onReadable, &Connection::onWritable, &Connection::onEvent,
+                    this);
+  bufferevent_setwatermark(bev_, EV_READ, 0, kMaxInput);
+  bufferevent_setwatermark(bev_, EV_WRITE, kSourceWatermark, 0);
+  bufferevent_set_max_single_read(bev_, kMaxSingleRead);
+  bufferevent_set_max_single_write(bev_, kMaxSingleWrite);
+  setReadTimeout(context_.options->idle_timeout);
+  bufferevent_enable(bev_, EV_READ | EV_WRITE);
+}
+
+Connection::~Connection() = default;
+
+void Connection::closeNow() {
+  Busy busy(this);
+  requestClose();
+}
+
+void Connection::requestClose() {
+  close_requested_ = true;
+  if (busy_ == 0) {
+    teardown();
+  }
+}
+
+// Closes from a fresh write callback rather than now: the caller may be a handler or a body
+// source that must not be destroyed under its own feet.
+void Connection::deferClose() {
+  broken_ = true;
+  triggerWritable();
+}
+
+void Connection::triggerWritable() {
+  bufferevent_trigger(bev_, EV_WRITE, BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+}
+
+void Connection::teardown() {
+  abortExchange();
+  source_.reset();
+
+  if (prev_ != nullptr) {
+    prev_->next_ = next_;
+  } else {
+    context_.connections = next_;
+  }
+  if (next_ != nullptr) {
+    next_->prev_ = prev_;
+  }
+  --*context_.open_connections;
+  bufferevent_free(bev_);
+  if (scratch_ != nullptr) {
+    evbuffer_free(scratch_);
+  }
+  delete this;
+}
+
+// Half-closes our side and reads (discarding) until the client closes too. Closing outright
+// with unread input in the socket would make the kernel send a reset, which can destroy the
+// response the client has not read yet.
+void Connection::startLingeringClose() {
+  lingering_ = true;
+  evbuffer* input = bufferevent_get_input(bev_);
+  evbuffer_drain(input, evbuffer_get_length(input));
+  ::shutdown(bufferevent_getfd(bev_), SHUT_WR);
+  setReadTimeout(kLingerTimeout);
+  bufferevent_enable(bev_, EV_READ);
+}
+
+void Connection::setReadTimeout(std::chrono::seconds timeout) {
+  if (timeout == read_timeout_) {
+    return;  // also saves re-adding the event to the timer heap
+  }
+  read_timeout_ = timeout;
+  timeval read{static_cast<time_t>(timeout.count()), 0};
+  timeval write{static_cast<time_t>(context_.options->write_timeout.count()), 0};
+  bufferevent_set_timeouts(bev_, timeout.count() > 0 ? &read : nullptr,
+                           write.tv_sec > 0 ? &write : nullptr);
+}
+
+// =============================================================================================
+// libevent callbacks
+
+void Connection::onReadable(bufferevent* /*bev*/, void* arg) {
+  auto* connection = static_cast<Connection*>(arg);
+  Busy busy(connection);
+  if (connection->close_requested_) {
+    return;
+  }
+  if (connection->lingering_) {
+    evbuffer* input = bufferevent_get_input(connection->bev_);
+    connection->linger_bytes_ += evbuffer_get_length(input);
+    evbuffer_drain(input, evbuffer_get_length(input));
+    if (connection->linger_bytes_ > kMaxLingerBytes) {
+      connection->requestClose();
+    }
+    return;
+  }
+  connection->parseInput();
+}
+
+void Connection::onWritable(bufferevent* /*bev*/, void* arg) {
+  auto* connection = static_cast<Connection*>(arg);
+  Busy busy(connection);
+  if (connection->close_requested_) {
+    return;
+  }
+  if (connection->source_ != nullptr && !connection->response_queued_) {
+    connection->pumpSource();
+  }
+  if (connection->broken_ || connection->source_failed_) {
+    connection->requestClose();
+    return;
+  }
+  connection->maybeFinishResponse();
+}
+
+void Connection::onEvent(bufferevent* /*bev*/, short events, void* arg) {
+  auto* connection = static_cast<Connection*>(arg);
+  Busy busy(connection);
+  if (connection->close_requested_) {
+    return;
+  }
+  if (events & BEV_EVENT_ERROR) {
+    connection->requestClose();
+  } else if (events & BEV_EVENT_EOF) {
+    connection->onEof();
+  } else if (events & BEV_EVENT_TIMEOUT) {
+    connection->onTimeout(events);
+  }
+}
+
+void Connection::onEof() {
+  if (lingering_ || in_message_ || (exchange_ == nullptr && !response_started_)) {
+    requestClose();  // done, mid-request (onAbort), or idle
+    return;
+  }
+  // A complete request and then a half-close: answer it (and any complete pipelined ones
+  // behind it), then close.
+  peer_eof_ = true;
+}
+
+void Connection::onTimeout(short events) {
+  if (events & BEV_EVENT_WRITING) {
+    SPDLOG_DEBUG("http.write_timeout conn={} client={}", id_, peer_);
+  }
+  // Reading: idle keep-alive, a stalled request, or the end of a lingering close. There is no
+  // read timeout while a handler works on a complete request.
+  requestClose();
+}
+
+// =============================================================================================
+// Reading requests
+
+// Feeds buffered input to the parser, one evbuffer chain at a time, without copying. Stops
+// when the parser pauses at the end of a request whose response is not written yet; the
+// rest stays in the input buffer, and once that holds kMaxInput bytes libevent stops reading
+// the socket.
+void Connection::parseInput() {
+  evbuffer* input = bufferevent_get_input(bev_);
+  while (!close_requested_ && !discard_body_ && !lingering_) {
+    if (HTTP_PARSER_ERRNO(&parser_) == HPE_PAUSED) {
+      if (exchange_ != nullptr || response_started_) {
+        return;  // resumed by finishExchange()
+      }
+      http_parser_pause(&parser_, 0);
+    }
+    if (parser_.upgrade) {
+      return;  // what follows is not HTTP/1.1; the connection closes after the response
+    }
+
+    evbuffer_iovec chunk;
+    if (evbuffer_peek(input, -1, nullptr, &chunk, 1) < 1 || chunk.iov_len == 0) {
+      return;
+    }
+    size_t parsed = http_parser_execute(&parser_, &kParserSettings,
+                                        static_cast<const char*>(chunk.iov_base), chunk.iov_len);
+    evbuffer_drain(input, parsed);
+
+    http_errno error = HTTP_PARSER_ERRNO(&parser_);
+    if (error != HPE_OK && error != HPE_PAUSED) {
+      onParseError(error);
+      return;
+    }
+  }
+}
+
+int Connection::onMessageBegin(http_parser* parser) {
+  auto* c = static_cast<Connection*>(parser->data);
+  c->in_message_ = true;
+  c->body_done_ = false;
+  c->discard_body_ = false;
+  c->method_.clear();
+  c->url_.clear();
+  c->field_.clear();
+  c->value_.clear();
+  c->headers_ = Headers();
+  c->header_bytes_ = 0;
+  c->in_value_ = false;
+  c->started_ = std::chrono::steady_clock::now();
+  c->setReadTimeout(c->context_.options->request_timeout);
+  return 0;
+}
+
+bool Connection::countHeaderBytes(size_t length) {
+  header_bytes_ += length;
+  if (header_bytes_ > context_.options->max_header_bytes) {
+    header_overflow_ = true;
+    return false;
+  }
+  return true;
+}
+
+int Connection::onUrl(http_parser* parser, const char* at, size_t length) {
+  auto* c = static_cast<Connection*>(parser->data);
+  if (!c->countHeaderBytes(length)) {
+    return -1;
+  }
+  c->url_.append(at, length);
+  return 0;
+}
+
+int Connection::onHeaderField(http_parser* parser, const char* at, size_t length) {
+  auto* c = static_cast<Connection*>(parser->data);
+  if (!c->countHeaderBytes(length)) {
+    return -1;
+  }
+  if (c->in_value_) {
+    c->commitHeader();
+  }
+  c->field_.append(at, length);
+  return 0;
+}
+
+int Connection::onHeaderValue(http_parser* parser, const char* at, size_t length) {
+  auto* c = static_cast<Connection*>(parser->data);
+  if (!c->countHeaderBytes(length)) {
+    return -1;
+  }
+  c->in_value_ = true;
+  c->value_.append(at, length);
+  return 0;
+}
+
+void Connection::commitHeader() {
+  while (!value_.empty() && (value_.back() == ' ' || value_.back() == '\t')) {
+    value_.pop_back();
+  }
+  headers_.add(std::move(field_), std::move(value_));
+  field_.clear();
+  value_.clear();
+  in_value_ = false;
+}
+
+int Connection::onHeadersComplete(http_parser* parser) {
+  auto* c = static_cast<Connection*>(parser->data);
+  if (c->in_value_ || !c->field_.empty()) {
+    c->commitHeader();
+  }
+  c->dispatchRequest();
+  return c->close_requested_ ? -1 : 0;
+}
+
+// Builds the Request, makes the exchange current and hands it to the Service.
+void Connection::dispatchRequest() {
+  auto exchange = std::make_shared<ExchangeImpl>(this, *context_.loop);
+  Request& request = exchange->request_;
+  request.method = http_method_str(static_cast<http_method>(parser_.method));
+  request.target = std::move(url_);
+  size_t question = request.target.find('?');
+  request.path = request.target.substr(0, question);
+  if (question != std::string::npos) {
+    request.query = request.target.substr(question + 1);
+  }
+  request.headers = std::move(headers_);
+  if (parser_.flags & F_CONTENTLENGTH) {
+    request.content_length = parser_.content_length;
+  }
+  request.chunked = (parser_.flags & F_CHUNKED) != 0;
+  request.id = ++g_request_ids;
+  request.peer = peer_;
+
+  keep_alive_ = http_should_keep_alive(&parser_) != 0 && parser_.upgrade == 0;
+  http10_ = parser_.http_major == 1 && parser_.http_minor == 0;
+  head_request_ = parser_.method == HTTP_HEAD;
+  body_done_ = !request.chunked && request.content_length.value_or(0) == 0;
+  exchange_ = exchange;
+  status_ = 0;
+  body_bytes_ = 0;
+
+  exchange->handler_ = context_.service->onRequest(exchange);
+
+  // 100 Continue only when someone will read the body and no answer has gone out yet.
+  if (exchange->handler_ != nullptr && !exchange->responded_ && !body_done_ && !http10_ &&
+      exchange_ == exchange) {
+    const std::string* expect = request.headers.get("expect");
+    if (expect != nullptr && equalsIgnoreCase(*expect, "100-continue")) {
+      static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+      evbuffer_add(bufferevent_get_output(bev_), kContinue.data(), kContinue.size());
+    }
+  }
+}
+
+int Connection::onBody(http_parser* parser, const char* at, size_t length) {
+  auto* c = static_cast<Connection*>(parser->data);
+  if (c->close_requested_) {
+    return -1;
+  }
+  if (c->discard_body_ || c->exchange_ == nullptr || c->exchange_->handler_ == nullptr) {
+    return 0;
+  }
+  if (!c->exchange_->handler_->onBody(std::string_view(at, length))) {
+    c->stopReadingBody();
+  }
+  return 0;
+}
+
+int Connection::onMessageComplete(http_parser* parser) {
+  auto* c = static_cast<Connection*>(parser->data);
+  c->in_message_ = false;
+  c->body_done_ = true;
+  http_parser_pause(parser, 1);
+  if (c->close_requested_) {
+    return 0;
+  }
+
+  // The handler may take its time (an upstream fetch): no read timeout until the response is
+  // written. Reading stays on to notice the client leaving.
+  c->setReadTimeout(std::chrono::seconds(0));
+  if (!c->discard_body_ && c->exchange_ != nullptr && c->exchange_->handler_ != nullptr) {
+    c->exchange_->handler_->onEnd();
+  }
+  return 0;
+}
+
+// The rest of the body will not be read: the response went out early, or the handler asked.
+void Connection::stopReadingBody() {
+  discard_body_ = true;
+  close_after_ = true;
+  bufferevent_disable(bev_, EV_READ);
+}
+
+void Connection::onParseError(http_errno error) {
+  if (close_requested_) {
+    return;
+  }
+  if (header_overflow_ || error == HPE_HEADER_OVERFLOW) {
+    sendError(431, "request header fields too large");
+  } else {
+    sendError(400, http_errno_description(error));
+  }
+}
+
+// The server's own answer to a request it could not parse. Any handler is told the request
+// aborted; the connection closes after the answer.
+void Connection::sendError(int status, std::string_view message) {
+  if (response_started_) {
+    requestClose();  // a response is half out: nothing sane to add to it
+    return;
+  }
+  if (exchange_ != nullptr) {
+    detachExchange(*exchange_, /*aborted=*/true);  // stays current: the log names the request
+  }
+  stopReadingBody();
+  keep_alive_ = false;
+  status_ = status;
+
+  std::string body = R"({"errors":[{"code":"UNSUPPORTED","message":")" + jsonEscape(message) +
+                     R"(","detail":null}]})";
+  Headers headers;
+  headers.add("Content-Type", "application/json");
+  writeHead(status, headers, Framing::kLength, body.size(), true, body);
+  body_bytes_ = body.size();
+  response_started_ = true;
+  response_queued_ = true;
+}
+
+// =============================================================================================
+// Writing responses
+
+void Connection::sendResponse(Response response) {
+  Busy busy(this);
+  if (close_requested_ || response_started_) {
+    closeFile(response.file);
+    return;
+  }
+  if (!body_done_) {
+    stopReadingBody();
+  }
+  status_ = response.status;
+  response_started_ = true;
+
+  // Framing: what the head announces.
+  bool bodiless_status = status_ < 200 || status_ == 204 || status_ == 304;
+  Framing framing = Framing::kLength;
+  uint64_t length = response.body.size();
+  if (bodiless_status) {
+    framing = Framing::kNone;
+  } else if (response.file) {
+    length = response.file->length;
+  } else if (response.source) {
+    if (response.source_length) {
+      length = *response.source_length;
+    } else {
+      framing = http10_ ? Framing::kUntilClose : Framing::kChunked;
+    }
+  }
+  if (head_request_ && !bodiless_status) {
+    if (response.head_length) {
+      framing = Framing::kLength;
+      length = *response.head_length;
+    } else if (framing != Framing::kLength) {
+      framing = Framing::kNone;  // length unknown: announce none
+    }
+  }
+  if (framing == Framing::kUntilClose || !keep_alive_) {
+    close_after_ = true;
+  }
+
+  bool no_body = head_request_ || bodiless_status;
+  bool inline_body =
+      !no_body && !response.file && !response.source && response.body.size() <= kInlineBodyMax;
+  writeHead(status_, response.headers, framing, length, close_after_,
+            inline_body ? std::string_view(response.body) : std::string_view());
+  if (no_body) {
+    closeFile(response.file);
+    response_queued_ = true;
+    return;
+  }
+
+  evbuffer* output = bufferevent_get_output(bev_);
+  if (response.file) {
+    if (!addFile(*response.file)) {
+      deferClose();
+      return;
+    }
+    body_bytes_ = response.file->length;
+  } else if (response.source) {
+    startSource(std::move(response.source), response.source_length);
+    return;
+  } else if (!inline_body) {
+    // Large in-memory body: hand the string itself to the buffer, freed once written.
+    auto* owned = new std::string(std::move(response.body));
+    evbuffer_add_reference(
+        output, owned->data(), owned->size(),
+        [](const void*, size_t, void* arg) { delete static_cast<std::string*>(arg); }, owned);
+    body_bytes_ = owned->size();
+  } else {
+    body_bytes_ = response.body.size();
+  }
+  response_queued_ = true;
+}
+
+// Status line and headers (and a small body) in one evbuffer_add, built in a per-thread
+// string that keeps its capacity.
+void Connection::writeHead(int status, const Headers& headers, Framing framing, uint64_t length,
+                           bool closing, std::string_view inline_body) {
+  thread_local std::string head;
+  head.clear();
+  head += "HTTP/1.1 ";
+  appendNumber(head, static_cast<uint64_t>(status));
+  head += ' ';
+  head += reasonPhrase(status);
+  head += "\r\n";
+  for (const Header& header : headers.all()) {
+    if (isServerHeader(header.name)) {
+      continue;
+    }
+    head += header.name;
+    head += ": ";
+    head += header.value;
+    head += "\r\n";
+  }
+  head += "Date: ";
+  head += httpDate(context_.loop->base());
+  head += "\r\n";
+  if (framing == Framing::kLength) {
+    head += "Content-Length: ";
+    appendNumber(head, length);
+    head += "\r\n";
+  } else if (framing == Framing::kChunked) {
+    head += "Transfer-Encoding: chunked\r\n";
+  }
+  if (closing) {
+    head += "Connection: close\r\n";
+  } else if (http10_) {
+    head += "Connection: keep-alive\r\n";
+  }
+  head += "\r\n";
+  head += inline_body;
+  evbuffer_add(bufferevent_get_output(bev_), head.data(), head.size());
+}
+
+// Queues a file range for sendfile. The segment owns the fd and closes it once written (or
+// when the connection's buffer is freed).
+bool Connection::addFile(const Response::File& file) {
+  if (file.length == 0) {
+    ::close(file.fd);
+    return true;
+  }
+  evbuffer_file_segment* segment =
+      evbuffer_file_segment_new(file.fd, static_cast<ev_off_t>(file.offset),
+                                static_cast<ev_off_t>(file.length), EVBUF_FS_CLOSE_ON_FREE);
+  if (segment == nullptr) {
+    ::close(file.fd);
+    return false;
+  }
+  int rc = evbuffer_add_file_segment(bufferevent_get_output(bev_), segment, 0,
+                                     static_cast<ev_off_t>(file.length));
+  evbuffer_file_segment_free(segment);  // the buffer holds its own reference
+  return rc == 0;
+}
+
+void Connection::startSource(std::shared_ptr<BodySource> source, std::optional<uint64_t> length) {
+  source_ = std::move(source);
+  source_remaining_ = length;
+  source_chunked_ = !length && !http10_;
+  source_waiting_ = false;
+  source_failed_ = false;
+
+  std::weak_ptr<ExchangeImpl> weak = exchange_;
+  source_->start([weak] {
+    std::shared_ptr<ExchangeImpl> exchange = weak.lock();
+    if (exchange != nullptr && exchange->connection_ != nullptr) {
+      exchange->connection_->wakeSource();
+    }
+  });
+  pumpSource();
+  if (source_failed_ || response_queued_) {
+    triggerWritable();  // finish or close from the write callback, not under the handler
+  }
+}
+
+void Connection::wakeSource() {
+  Busy busy(this);
+  if (source_ == nullptr || close_requested_ || response_queued_) {
+    return;
+  }
+  source_waiting_ = false;
+  pumpSource();
+  if (source_failed_ || response_queued_) {
+    triggerWritable();  // the source is on the stack: close or finish later
+  }
+}
+
+// Pulls from the body source while the output holds less than kSourceWatermark, framing each
+// piece as a chunk when the length is unknown. Re-entrant calls (a source that wakes us from
+// inside pull or start) are folded into the running loop.
+void Connection::pumpSource() {
+  if (pumping_) {
+    pump_again_ = true;
+    return;
+  }
+  pumping_ = true;
+  evbuffer* output = bufferevent_get_output(bev_);
+  bool stalled = false;
+  do {
+    pump_again_ = false;
+    while (source_ != nullptr && !response_queued_ && !source_waiting_ && !source_failed_ &&
+           !stalled) {
+      size_t queued = evbuffer_get_length(output);
+      if (queued >= kSourceWatermark) {
+        break;  // the write callback brings us back
+      }
+      size_t room = kSourceWatermark - queued;
+      if (source_remaining_) {
+        if (*source_remaining_ == 0) {
+          response_queued_ = true;
+          break;
+        }
+        room = static_cast<size_t>(std::min<uint64_t>(room, *source_remaining_));
+      }
+
+      if (source_chunked_ && scratch_ == nullptr) {
+        scratch_ = evbuffer_new();
+      }
+      evbuffer* into = source_chunked_ ? scratch_ : output;
+      size_t before = evbuffer_get_length(into);
+      BodySource::Pull pull = source_->pull(into, room);
+      size_t got = evbuffer_get_length(into) - before;
+      if (source_remaining_ && got > *source_remaining_) {
+        source_failed_ = true;  // more than announced: never send a wrong body
+        break;
+      }
+      if (source_chunked_ && got > 0) {
+        char size_line[24];
+        int n = snprintf(size_line, sizeof size_line, "%zx\r\n", got);
+        evbuffer_add(output, size_line, static_cast<size_t>(n));
+        evbuffer_add_buffer(output, scratch_);
+        evbuffer_add(output, "\r\n", 2);
+      }
+      body_bytes_ += got;
+      if (source_remaining_) {
+        *source_remaining_ -= got;
+      }
+
+      switch (pull) {
+        case BodySource::Pull::kMore:
+          if (got == 0) {
+            triggerWritable();  // no progress: retry from the loop rather than spin here
+            stalled = true;
+          }
+          break;
+        case BodySource::Pull::kWait:
+          source_waiting_ = true;
+          break;
+        case BodySource::Pull::kDone:
+          if (source_remaining_ && *source_remaining_ != 0) {
+            source_failed_ = true;  // shorter than announced
+          } else {
+            if (source_chunked_) {
+              evbuffer_add(output, "0\r\n\r\n", 5);
+            }
+            response_queued_ = true;
+          }
+          break;
+        case BodySource::Pull::kFailed:
+          source_failed_ = true;
+          break;
+      }
+    }
+  } while (pump_again_ && !source_failed_ && !stalled);
+  pumping_ = false;
+}
+
+void Connection::maybeFinishResponse() {
+  if (response_queued_ && evbuffer_get_length(bufferevent_get_output(bev_)) == 0) {
+    finishExchange();
+  }
+}
+
+// The response is written: log it, let the exchange go, and either close or move on to the
+// next request already waiting in the input buffer.
+void Connection::finishExchange() {
+  if (exchange_ != nullptr) {
+    detachExchange(*exchange_, /*aborted=*/false);
+    logAccess(exchange_.get(), false);
+    exchange_.reset();
+  } else {
+    logAccess(nullptr, false);
+  }
+  source_.reset();
+  response_started_ = false;
+  response_queued_ = false;
+  source_waiting_ = false;
+  status_ = 0;
+  body_bytes_ = 0;
+
+  if (close_after_ || !keep_alive_) {
+    startLingeringClose();
+    return;
+  }
+  setReadTimeout(context_.options->idle_timeout);
+  parseInput();
+  if (peer_eof_ && exchange_ == nullptr && !response_started_ && !close_requested_) {
+    requestClose();  // the client half-closed and every complete request is answered
+  }
+}
+
+// Cuts the exchange loose from this connection and drops its handler (telling it first when
+// the request aborted). Handlers often hold the exchange; dropping the handler breaks that
+// cycle.
+void Connection::detachExchange(ExchangeImpl& exchange, bool aborted) {
+  exchange.connection_ = nullptr;
+  std::unique_ptr<Handler> handler = std::move(exchange.handler_);
+  if (aborted && handler != nullptr) {
+    handler->onAbort();
+  }
+}
+
+void Connection::abortExchange() {
+  if (exchange_ == nullptr) {
+    return;
+  }
+  std::shared_ptr<ExchangeImpl> exchange = std::move(exchange_);
+  detachExchange(*exchange, /*aborted=*/true);
+  logAccess(exchange.get(), true);
+}
+
+void Connection::logAccess(const ExchangeImpl* exchange, bool aborted) {
+  spdlog::logger* log = context_.access_log;
+  if (log == nullptr || !log->should_log(spdlog::level::info)) {
+    return;
+  }
+  double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started_)
+                  .count();
+  uint64_t bytes = body_bytes_;
+  if (aborted) {
+    size_t unsent = evbuffer_get_length(bufferevent_get_output(bev_));
+    bytes -= std::min<uint64_t>(bytes, unsent);
+  }
+  std::string_view flag = aborted ? " aborted=true" : "";
+  if (exchange == nullptr) {
+    log->info("req=- conn={} client={} method=- path=\"-\" status={} bytes={} ms={:.3f}{}", id_,
+              peer_, status_, bytes, ms, flag);
+    return;
+  }
+  const Request& request = exchange->request_;
+  log->info("req={} conn={} client={} method={} path=\"{}\" status={} bytes={} ms={:.3f}{}{}",
+            request.id, id_, peer_, request.method, request.path, status_, bytes, ms, flag,
+            exchange->log_fields_);
+}
+
+}  // namespace regcache::proxy::http

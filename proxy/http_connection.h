@@ -1,0 +1,186 @@
+// One client connection of the HTTP/1.1 server: parsing, dispatch, response writing and the
+// connection's lifetime. Internal to the server (proxy/http.cc); nothing else includes it.
+#pragma once
+
+#include <http_parser.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "proxy/http.h"
+
+struct bufferevent;
+struct evbuffer;
+struct sockaddr;
+
+namespace spdlog {
+class logger;
+}
+
+namespace regcache::proxy::http {
+
+class Connection;
+
+// What the connections of one loop share. Owned by the server; outlives its connections.
+struct LoopContext {
+  const ServerOptions* options = nullptr;
+  Service* service = nullptr;
+  Loop* loop = nullptr;
+  spdlog::logger* access_log = nullptr;
+  std::atomic<size_t>* open_connections = nullptr;  // across all loops
+  Connection* connections = nullptr;                // intrusive list; loop thread only
+};
+
+class ExchangeImpl;
+
+// A client connection. Lives on its loop's thread; deletes itself when closed.
+//
+// Requests are handled strictly one at a time: after a request message completes the parser
+// is paused, and the input behind it (pipelined requests) waits in the bufferevent's input
+// buffer, bounded by the read high watermark, until the response has been written out.
+class Connection {
+ public:
+  // Takes ownership of the accepted, non-blocking socket `fd`.
+  static void open(LoopContext& context, int fd, const sockaddr* peer);
+
+  // Aborts the current exchange and frees the connection now. Loop thread, outside of any of
+  // this connection's callbacks (the server's shutdown).
+  void closeNow();
+
+  Connection* next() const { return next_; }
+
+ private:
+  friend class ExchangeImpl;
+  class Busy;
+
+  Connection(LoopContext& context, bufferevent* bev, std::string peer);
+  ~Connection();
+
+  // libevent and http-parser callbacks.
+  static void onReadable(bufferevent* bev, void* arg);
+  static void onWritable(bufferevent* bev, void* arg);
+  static void onEvent(bufferevent* bev, short events, void* arg);
+  static int onMessageBegin(http_parser* parser);
+  static int onUrl(http_parser* parser, const char* at, size_t length);
+  static int onHeaderField(http_parser* parser, const char* at, size_t length);
+  static int onHeaderValue(http_parser* parser, const char* at, size_t length);
+  static int onHeadersComplete(http_parser* parser);
+  static int onBody(http_parser* parser, const char* at, size_t length);
+  static int onMessageComplete(http_parser* parser);
+  static const http_parser_settings kParserSettings;
+
+  // Reading.
+  void parseInput();
+  bool countHeaderBytes(size_t length);
+  void commitHeader();
+  void dispatchRequest();
+  void stopReadingBody();
+  void onParseError(http_errno error);
+  void onEof();
+  void onTimeout(short events);
+
+  // Writing.
+  void sendResponse(Response response);
+  enum class Framing { kNone, kLength, kChunked, kUntilClose };
+  void writeHead(int status, const Headers& headers, Framing framing, uint64_t length, bool closing,
+                 std::string_view inline_body);
+  bool addFile(const Response::File& file);
+  void startSource(std::shared_ptr<BodySource> source, std::optional<uint64_t> length);
+  void wakeSource();
+  void pumpSource();
+  void sendError(int status, std::string_view message);
+  void maybeFinishResponse();
+  void finishExchange();
+
+  // Lifetime.
+  void abortExchange();
+  void startLingeringClose();
+  void requestClose();
+  void deferClose();
+  void triggerWritable();
+  void teardown();
+  void setReadTimeout(std::chrono::seconds timeout);
+  void detachExchange(ExchangeImpl& exchange, bool aborted);
+  void logAccess(const ExchangeImpl* exchange, bool aborted);
+
+  LoopContext& context_;
+  bufferevent* bev_;
+  Connection* prev_ = nullptr;  // in context_.connections
+  Connection* next_ = nullptr;
+  const uint64_t id_;
+  const std::string peer_;
+  http_parser parser_;
+
+  // The request being read. The strings keep their capacity from one request to the next.
+  std::string method_;
+  std::string url_;
+  std::string field_;
+  std::string value_;
+  Headers headers_;
+  size_t header_bytes_ = 0;
+  bool in_value_ = false;
+  bool header_overflow_ = false;
+
+  // The current exchange, from its headers until its response is written (or it aborts).
+  std::shared_ptr<ExchangeImpl> exchange_;
+  std::chrono::steady_clock::time_point started_;
+  bool in_message_ = false;    // between message begin and message complete
+  bool body_done_ = false;     // the whole request body has been parsed
+  bool discard_body_ = false;  // stop reading: the response came early or onBody said so
+  bool keep_alive_ = true;     // what the request allows
+  bool http10_ = false;
+  bool head_request_ = false;
+
+  // The response being written.
+  int status_ = 0;
+  uint64_t body_bytes_ = 0;        // queued so far
+  bool response_started_ = false;  // the head is queued
+  bool response_queued_ = false;   // the head and the whole body are queued
+  bool close_after_ = false;       // close once the output is written
+  std::shared_ptr<BodySource> source_;
+  std::optional<uint64_t> source_remaining_;
+  bool source_chunked_ = false;
+  bool source_waiting_ = false;  // kWait: nothing to pull until wake()
+  bool source_failed_ = false;
+  evbuffer* scratch_ = nullptr;  // a chunk being framed; made on first use
+  bool pumping_ = false;
+  bool pump_again_ = false;
+
+  // Lifetime.
+  int busy_ = 0;                  // nesting depth of callbacks into this connection
+  bool close_requested_ = false;  // teardown when busy_ drops to zero
+  bool broken_ = false;           // close from the next write callback (see deferClose)
+  bool peer_eof_ = false;         // the client half-closed after a complete request
+  bool lingering_ = false;        // our side is shut; discarding input until the client closes
+  uint64_t linger_bytes_ = 0;
+  std::chrono::seconds read_timeout_{-1};
+};
+
+// The Exchange handed to the Service: the request, its handler, and a way back to the
+// connection while it lives.
+class ExchangeImpl final : public Exchange {
+ public:
+  ExchangeImpl(Connection* connection, Loop& loop) : connection_(connection), loop_(loop) {}
+
+  const Request& request() const override { return request_; }
+  void respond(Response response) override;
+  bool responded() const override { return responded_; }
+  bool alive() const override { return connection_ != nullptr; }
+  Loop& loop() override { return loop_; }
+  void addLogField(std::string field) override;
+
+ private:
+  friend class Connection;
+
+  Connection* connection_;  // null once the exchange is finished or the client has gone
+  Loop& loop_;
+  Request request_;
+  std::unique_ptr<Handler> handler_;
+  std::string log_fields_;  // each field preceded by a space
+  bool responded_ = false;
+};
+
+}  // namespace regcache::proxy::http
