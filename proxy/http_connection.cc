@@ -471,8 +471,20 @@ void Connection::dispatchRequest() {
   Request& request = exchange->request_;
   request.method = http_method_str(static_cast<http_method>(parser_.method));
   request.target = std::move(url_);
-  size_t question = request.target.find('?');
-  request.path = request.target.substr(0, question);
+  // Absolute-form ("http://host/v2/", RFC 9112 3.2.2) names the same path as origin-form.
+  size_t path_start = 0;
+  if (!request.target.empty() && request.target[0] != '/') {
+    size_t scheme_end = request.target.find("://");
+    if (scheme_end != std::string::npos) {
+      path_start =
+          std::min(request.target.find_first_of("/?", scheme_end + 3), request.target.size());
+    }
+  }
+  size_t question = request.target.find('?', path_start);
+  request.path = request.target.substr(path_start, question - path_start);
+  if (request.path.empty() && path_start > 0) {
+    request.path = "/";
+  }
   if (question != std::string::npos) {
     request.query = request.target.substr(question + 1);
   }

@@ -596,3 +596,28 @@ TEST_CASE("Server: a request followed by a half-close is still answered", "[http
   CHECK(second->body == "GET /2");
   CHECK(client.waitClosed(2000));
 }
+
+TEST_CASE("Server: an absolute-form target has the same path and query", "[http]") {
+  std::mutex mu;
+  std::vector<std::pair<std::string, std::string>> seen;
+  TestServer t([&](std::shared_ptr<Exchange> exchange) {
+    {
+      std::lock_guard lock(mu);
+      seen.emplace_back(exchange->request().path, exchange->request().query);
+    }
+    exchange->respond(textResponse(200, "ok"));
+    return nullptr;
+  });
+  REQUIRE(t.started);
+  TestClient client(t.server.port());
+  REQUIRE(
+      client.send("GET http://mirror:5000/v2/x/tags/list?n=1 HTTP/1.1\r\n\r\n"
+                  "GET http://mirror:5000 HTTP/1.1\r\n\r\n"));
+  REQUIRE(client.readResponse());
+  REQUIRE(client.readResponse());
+
+  std::lock_guard lock(mu);
+  REQUIRE(seen.size() == 2);
+  CHECK(seen[0] == std::make_pair(std::string("/v2/x/tags/list"), std::string("n=1")));
+  CHECK(seen[1].first == "/");
+}
