@@ -21,6 +21,10 @@ namespace {
 
 constexpr int kUsageError = 2;
 
+// simdjson's version macro is a bare pp-number (3.0.1): make it a string.
+#define REGCACHE_STRINGIFY_(x) #x
+#define REGCACHE_STRINGIFY(x) REGCACHE_STRINGIFY_(x)
+
 constexpr const char* kUsage =
     "usage: regcache <command> [options]\n"
     "\n"
@@ -33,7 +37,7 @@ int version() {
   std::printf("regcache %s\n", REGCACHE_VERSION);
   std::printf("  libevent %s\n  %s\n  %s\n  %s\n  simdjson %s\n  spdlog %d.%d.%d\n",
               event_get_version(), curl_version(), OpenSSL_version(OPENSSL_VERSION),
-              mdb_version(nullptr, nullptr, nullptr), SIMDJSON_VERSION, SPDLOG_VER_MAJOR,
+              mdb_version(nullptr, nullptr, nullptr), REGCACHE_STRINGIFY(SIMDJSON_VERSION), SPDLOG_VER_MAJOR,
               SPDLOG_VER_MINOR, SPDLOG_VER_PATCH);
   return 0;
 }
