@@ -3,12 +3,14 @@
 #include "cache/blob_store.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <random>
 #include <system_error>
 
@@ -135,6 +137,20 @@ std::filesystem::path BlobStore::uploadPath(std::string_view uuid) const {
 }
 
 std::filesystem::path BlobStore::tempPath() const { return root_ / "tmp" / uniqueName(); }
+
+size_t BlobStore::removeOrphanTemps() const {
+  size_t removed = 0;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(root_ / "tmp", ec)) {
+    std::string name = entry.path().filename().string();
+    int pid = std::atoi(name.c_str());
+    // kill(pid, 0) fails with ESRCH only when no such process exists.
+    bool writer_alive = pid > 0 && (::kill(pid, 0) == 0 || errno != ESRCH);
+    if (writer_alive) continue;
+    if (::unlink(entry.path().c_str()) == 0) ++removed;
+  }
+  return removed;
+}
 
 Result<OpenFile> BlobStore::openBlob(const Digest& digest) const {
   std::filesystem::path path = blobPath(digest);

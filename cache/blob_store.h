@@ -67,6 +67,10 @@ class BlobStore {
   // Writes `data` as the blob `digest` (temp file, fsync, rename). Blocking.
   Status writeBlob(const Digest& digest, std::string_view data) const;
 
+  // Deletes the temp files under tmp/ that processes no longer running left behind (each
+  // name starts with its writer's pid). Blocking. Returns how many went.
+  size_t removeOrphanTemps() const;
+
   // Deletes a blob file. kNotFound when absent. Blocking.
   Status removeBlob(const Digest& digest) const;
 

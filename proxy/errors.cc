@@ -17,7 +17,7 @@ constexpr ErrorInfo kErrors[] = {
     {"DIGEST_INVALID", 400},        {"MANIFEST_BLOB_UNKNOWN", 400}, {"MANIFEST_INVALID", 400},
     {"MANIFEST_UNKNOWN", 404},      {"NAME_INVALID", 400},        {"NAME_UNKNOWN", 404},
     {"SIZE_INVALID", 400},          {"UNAUTHORIZED", 401},        {"DENIED", 403},
-    {"UNSUPPORTED", 405},           {"TOOMANYREQUESTS", 429},     {"RANGE_INVALID", 416},
+    {"UNSUPPORTED", 405},           {"TOOMANYREQUESTS", 429},
     {"INTERNAL_ERROR", 500},        {"UNAVAILABLE", 503},
 };
 
@@ -83,7 +83,8 @@ http::Response errorFromStatus(const Status& status, ErrorCode not_found, ErrorC
     case Code::kTooLarge:
       return errorResponse(invalid, status.message(), 413);
     case Code::kConflict:
-      return errorResponse(ErrorCode::kRangeInvalid, status.message());
+      // An upload that is busy or out of step: the spec's answer for a chunk out of order.
+      return errorResponse(ErrorCode::kBlobUploadInvalid, status.message(), 416);
     case Code::kUnavailable:
       return errorResponse(ErrorCode::kUnavailable, status.message());
     default:

@@ -27,7 +27,6 @@ enum class ErrorCode {
   kDenied,
   kUnsupported,
   kTooManyRequests,
-  kRangeInvalid,  // 416 for a PATCH out of order; not in the spec's table, used by distribution
   kInternal,      // a real server fault, 500
   kUnavailable,   // 503
 };

@@ -84,7 +84,12 @@ class UploadBodyHandler : public http::Handler {
   void onEnd() override {
     if (failed_) return;
     if (!digest_) {
-      respond(ex_, uploadAccepted(202, route_, upload_->uuid(), upload_->size()));
+      // Released before the 202 goes out: a client may send the next request on another
+      // connection the moment it sees the answer.
+      http::Response accepted = uploadAccepted(202, route_, upload_->uuid(), upload_->size());
+      registry_.uploads_.release(upload_);
+      upload_.reset();
+      respond(ex_, std::move(accepted));
       return;
     }
     finish();
@@ -93,6 +98,8 @@ class UploadBodyHandler : public http::Handler {
  private:
   void fail(http::Response response) {
     failed_ = true;
+    registry_.uploads_.release(upload_);
+    upload_.reset();
     respond(ex_, std::move(response));
   }
 
@@ -201,7 +208,7 @@ void Registry::getBlob(const ExchangePtr& ex, const Route& route, const Reposito
     if (!range && range.status().code() == Code::kConflict) {
       ::close(body.fd);
       http::Response refused =
-          errorResponse(ErrorCode::kRangeInvalid, "range not satisfiable: " + *range_header, 416);
+          errorResponse(ErrorCode::kSizeInvalid, "range not satisfiable: " + *range_header, 416);
       refused.headers.add("Content-Range", "bytes */" + std::to_string(size));
       respond(ex, std::move(refused));
       return;
@@ -374,7 +381,7 @@ std::unique_ptr<http::Handler> Registry::patchUpload(const ExchangePtr& ex, cons
       uint64_t size = held->size();
       uploads_.release(held);
       http::Response refused = errorResponse(
-          ErrorCode::kRangeInvalid,
+          ErrorCode::kBlobUploadInvalid,
           range ? "chunk starts at " + std::to_string(range->first) + " but the upload holds " +
                       std::to_string(size) + " bytes"
                 : "malformed Content-Range: " + *content_range,
@@ -412,7 +419,7 @@ std::unique_ptr<http::Handler> Registry::putUpload(const ExchangePtr& ex, const 
       uint64_t size = held->size();
       uploads_.release(held);
       http::Response refused =
-          errorResponse(ErrorCode::kRangeInvalid, "final chunk does not continue the upload", 416);
+          errorResponse(ErrorCode::kBlobUploadInvalid, "final chunk does not continue the upload", 416);
       refused.headers.add("Location", uploadLocation(route, route.reference));
       refused.headers.add("Range", uploadRange(size));
       respond(ex, std::move(refused));

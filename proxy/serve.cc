@@ -56,6 +56,10 @@ int serve(const Config& config) {
     return 1;
   }
 
+  if (size_t orphans = (*store)->removeOrphanTemps(); orphans > 0) {
+    spdlog::info("serve.cleanup temp_files={}", orphans);
+  }
+
   BlockingPool pool(4);
   Registry registry(config, **index, **store, pool);
   http::ServerOptions options;

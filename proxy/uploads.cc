@@ -42,13 +42,19 @@ std::string newUuid() {
 // ---------------------------------------------------------------------------------------------
 // Upload
 
-Upload::Upload(std::string uuid, std::string repository, int fd, uint64_t size, bool hash_known)
-    : uuid_(std::move(uuid)), repository_(std::move(repository)), fd_(fd), size_(size) {
+Upload::Upload(std::string uuid, std::string repository, std::string path, int fd,
+               uint64_t size, bool hash_known)
+    : uuid_(std::move(uuid)),
+      repository_(std::move(repository)),
+      path_(std::move(path)),
+      fd_(fd),
+      size_(size) {
   if (hash_known) hasher_.emplace(cache::DigestAlgorithm::kSha256);
 }
 
 Upload::~Upload() {
   if (fd_ >= 0) ::close(fd_);
+  if (uuid_.empty() && !committed_) ::unlink(path_.c_str());
 }
 
 Status Upload::append(std::string_view data) {
@@ -95,7 +101,7 @@ Result<std::shared_ptr<Upload>> UploadTable::create(std::string_view repository)
   std::string path = store_.uploadPath(uuid);
   int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   if (fd < 0) return errnoStatus("creating upload", path);
-  auto upload = std::make_shared<Upload>(uuid, std::string(repository), fd, 0, true);
+  auto upload = std::make_shared<Upload>(uuid, std::string(repository), path, fd, 0, true);
 
   auto txn = index_.write();
   Status status = txn ? txn->putUpload(uuid, {std::string(repository), nowSeconds()})
@@ -117,10 +123,7 @@ Result<std::shared_ptr<Upload>> UploadTable::createEphemeral(std::string_view re
   std::string path = store_.tempPath();
   int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   if (fd < 0) return errnoStatus("creating upload", path);
-  // The name is gone at once: the bytes live as long as the descriptor, so nothing is left
-  // behind whatever happens; commit() links them in with a fresh temp name.
-  ::unlink(path.c_str());
-  auto upload = std::make_shared<Upload>("", std::string(repository), fd, 0, true);
+  auto upload = std::make_shared<Upload>("", std::string(repository), path, fd, 0, true);
   upload->busy_ = true;
   return upload;
 }
@@ -151,7 +154,7 @@ Result<std::shared_ptr<Upload>> UploadTable::acquire(std::string_view uuid,
   if (fd < 0) return notFound("upload unknown");
   struct stat st {};
   ::fstat(fd, &st);
-  auto upload = std::make_shared<Upload>(key, std::string(repository), fd,
+  auto upload = std::make_shared<Upload>(key, std::string(repository), path, fd,
                                          static_cast<uint64_t>(st.st_size), st.st_size == 0);
 
   std::lock_guard lock(mu_);
@@ -208,22 +211,11 @@ Result<cache::Digest> UploadTable::hashFile(const Upload& upload,
 }
 
 Status UploadTable::commit(const std::shared_ptr<Upload>& upload, const cache::Digest& digest) {
-  // Give the bytes a name in tmp/ (an ephemeral upload has none), then let the store move it.
-  std::string temp = store_.tempPath();
-  std::string fd_path = "/proc/self/fd/" + std::to_string(upload->fd_);
-  bool named = false;
-  if (!upload->uuid_.empty()) {
-    named = ::link(store_.uploadPath(upload->uuid_).c_str(), temp.c_str()) == 0;
-  } else {
-    named = ::linkat(AT_FDCWD, fd_path.c_str(), AT_FDCWD, temp.c_str(), AT_SYMLINK_FOLLOW) == 0;
-  }
-  if (!named && !store_.hasBlob(digest)) return errnoStatus("linking upload", temp);
-
-  Status status = named ? store_.commit(temp, digest) : Status::ok();
-  if (!status) {
-    ::unlink(temp.c_str());
-    return status;
-  }
+  // The file goes into the store first, then the index says so: a crash in between leaves
+  // a blob file nobody references (gc's to take), never an index entry without its file.
+  Status status = store_.commit(upload->path_, digest);
+  if (!status) return status;
+  upload->committed_ = true;
 
   auto txn = index_.write();
   if (!txn) return txn.status();
@@ -234,7 +226,6 @@ Status UploadTable::commit(const std::shared_ptr<Upload>& upload, const cache::D
   if (status) status = txn->commit();
   if (!status) return status;
 
-  if (!upload->uuid_.empty()) ::unlink(store_.uploadPath(upload->uuid_).c_str());
   forget(upload->uuid_);
   return Status::ok();
 }

@@ -24,7 +24,9 @@ namespace regcache::proxy {
 // One upload. Used by one request at a time (see UploadTable::acquire); not thread-safe itself.
 class Upload {
  public:
-  Upload(std::string uuid, std::string repository, int fd, uint64_t size, bool hash_known);
+  // `path` holds the bytes; an ephemeral upload (empty uuid) deletes it unless committed.
+  Upload(std::string uuid, std::string repository, std::string path, int fd, uint64_t size,
+         bool hash_known);
   ~Upload();
   Upload(const Upload&) = delete;
   Upload& operator=(const Upload&) = delete;
@@ -48,6 +50,8 @@ class Upload {
   friend class UploadTable;
   std::string uuid_;
   std::string repository_;
+  std::string path_;
+  bool committed_ = false;
   int fd_ = -1;
   std::atomic<uint64_t> size_{0};  // read by sizeOf() from other threads
   std::optional<cache::Hasher> hasher_;  // nullopt: unknown, hash the file at the end
@@ -64,8 +68,9 @@ class UploadTable {
   // write): call on the blocking pool. The upload comes back acquired.
   Result<std::shared_ptr<Upload>> create(std::string_view repository);
 
-  // Creates an upload that is never recorded in the index (the single-request POST): it is
-  // gone after a restart. Loop-safe. Comes back acquired.
+  // Creates an upload that is never recorded in the index (the single-request POST): its
+  // temp file goes when the upload is dropped, and a restart forgets it (the tmp/ sweep at
+  // start removes what a crash left). Loop-safe. Comes back acquired.
   Result<std::shared_ptr<Upload>> createEphemeral(std::string_view repository);
 
   // Takes the upload for one request. kNotFound when unknown or of another repository;
