@@ -1,0 +1,409 @@
+// Blob fills and the readers that follow them.
+#include "upstream/fill.h"
+
+#include <event2/buffer.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+
+#include <spdlog/spdlog.h>
+
+namespace regcache::upstream {
+
+namespace {
+
+// How often a fill broken mid-way is resumed before it gives up.
+constexpr int kMaxResumes = 3;
+// Readers waiting for bytes are woken after this much progress, or this long after the last
+// wake-up, whichever comes first: often enough for a slow drip, rarely enough for 1 GB/s.
+constexpr uint64_t kWakeBytes = 64 * 1024;
+constexpr auto kWakeInterval = std::chrono::milliseconds(5);
+
+bool isTerminal(Fill::State state) {
+  return state == Fill::State::kDone || state == Fill::State::kFailed;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// FillReader: a response body that follows a fill's temp file.
+
+class FillReader : public proxy::http::BodySource {
+ public:
+  FillReader(std::shared_ptr<Fill> fill, proxy::Loop& loop, uint64_t offset,
+             std::optional<uint64_t> length)
+      : fill_(std::move(fill)), loop_(loop), offset_(offset) {
+    if (length) end_ = offset + *length;
+    fill_->readers_.fetch_add(1);
+  }
+
+  void start(std::function<void()> wake) override { wake_ = std::move(wake); }
+
+  Pull pull(evbuffer* out, size_t max_bytes) override {
+    Fill::State state = fill_->progress().state;
+    if (state == Fill::State::kFailed) return Pull::kFailed;
+    uint64_t readable = fill_->readable();
+    uint64_t end = end_ ? *end_ : (state == Fill::State::kDone ? readable : UINT64_MAX);
+    if (offset_ >= end) return Pull::kDone;
+
+    uint64_t available = std::min(readable, end);
+    if (available <= offset_) {
+      fill_->notifyOnProgress(loop_, alive_, wake_, readable, state);
+      return Pull::kWait;
+    }
+    size_t want = static_cast<size_t>(std::min<uint64_t>(max_bytes, available - offset_));
+    evbuffer_iovec vec;
+    if (evbuffer_reserve_space(out, static_cast<ev_ssize_t>(want), &vec, 1) < 1) {
+      return Pull::kFailed;
+    }
+    ssize_t got = ::pread(fill_->fd(), vec.iov_base, std::min(want, vec.iov_len),
+                          static_cast<off_t>(offset_));
+    if (got <= 0) return Pull::kFailed;
+    vec.iov_len = static_cast<size_t>(got);
+    evbuffer_commit_space(out, &vec, 1);
+    offset_ += static_cast<uint64_t>(got);
+    return offset_ >= end ? Pull::kDone : Pull::kMore;
+  }
+
+ private:
+  std::shared_ptr<Fill> fill_;
+  proxy::Loop& loop_;
+  uint64_t offset_;
+  std::optional<uint64_t> end_;
+  std::function<void()> wake_;
+  std::shared_ptr<int> alive_ = std::make_shared<int>(0);  // guards wake-ups posted to us
+};
+
+// ---------------------------------------------------------------------------------------------
+// Fill
+
+Fill::Fill(FillTable& table, std::string digest, std::string repository_key, std::string remote,
+           const UpstreamOptions& upstream)
+    : table_(table),
+      digest_(std::move(digest)),
+      repository_key_(std::move(repository_key)),
+      remote_(std::move(remote)),
+      upstream_(upstream) {}
+
+Fill::~Fill() {
+  if (client_ != nullptr && transfer_ != 0) client_->cancel(transfer_);
+  if (fd_ >= 0) ::close(fd_);
+  if (!temp_path_.empty() && state_ != State::kDone) ::unlink(temp_path_.c_str());
+}
+
+Fill::Progress Fill::progress() const {
+  std::lock_guard lock(mu_);
+  return Progress{state_, size_, written_.load()};
+}
+
+Status Fill::error() const {
+  std::lock_guard lock(mu_);
+  return error_;
+}
+
+int Fill::upstreamStatus() const {
+  std::lock_guard lock(mu_);
+  return upstream_status_;
+}
+
+uint64_t Fill::readable() const {
+  uint64_t written = written_.load();
+  std::lock_guard lock(mu_);
+  if (state_ == State::kDone) return written;
+  return written == 0 ? 0 : written - 1;
+}
+
+void Fill::notifyOnProgress(proxy::Loop& loop, std::weak_ptr<void> alive,
+                            std::function<void()> wake, uint64_t seen_readable,
+                            State seen_state) {
+  std::unique_lock lock(mu_);
+  uint64_t written = written_.load();
+  uint64_t readable = state_ == State::kDone ? written : (written == 0 ? 0 : written - 1);
+  if (state_ == seen_state && readable == seen_readable && !isTerminal(state_)) {
+    waiters_.push_back({&loop, std::move(alive), std::move(wake)});
+    return;
+  }
+  lock.unlock();
+  loop.post([alive = std::move(alive), wake = std::move(wake)] {
+    if (alive.lock()) wake();
+  });
+}
+
+std::shared_ptr<proxy::http::BodySource> Fill::reader(proxy::Loop& loop, uint64_t offset,
+                                                      std::optional<uint64_t> length) {
+  return std::make_shared<FillReader>(shared_from_this(), loop, offset, length);
+}
+
+void Fill::start(proxy::Loop& loop, Client& client) {
+  loop_ = &loop;
+  client_ = &client;
+  auto digest = cache::Digest::parse(digest_);
+  if (!digest) {
+    fail(digest.status());
+    return;
+  }
+  hasher_.emplace(digest->algorithm());
+  temp_path_ = table_.store_.tempPath();
+  fd_ = ::open(temp_path_.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd_ < 0) {
+    fail(ioError("creating " + temp_path_ + ": " + std::strerror(errno)));
+    return;
+  }
+  spdlog::debug("fill.start digest={} upstream={} repository={}", digest_, upstream_.name,
+                remote_);
+  request(0);
+}
+
+void Fill::request(uint64_t from) {
+  Request r;
+  r.path = "/v2/" + remote_ + "/blobs/" + digest_;
+  r.repository = remote_;
+  r.streaming = true;
+  if (from > 0) r.headers.emplace_back("Range", "bytes=" + std::to_string(from) + "-");
+  resume_from_ = from;
+  head_ok_ = false;
+
+  std::weak_ptr<Fill> weak = weak_from_this();
+  Callbacks callbacks;
+  callbacks.on_head = [weak](const ResponseHead& head) {
+    if (auto self = weak.lock()) self->onHead(head);
+  };
+  callbacks.on_data = [weak](std::string_view data) {
+    auto self = weak.lock();
+    return self && self->onData(data);
+  };
+  callbacks.on_done = [weak](Status status) {
+    if (auto self = weak.lock()) self->onDone(std::move(status));
+  };
+  transfer_ = client_->start(upstream_, std::move(r), std::move(callbacks));
+}
+
+void Fill::onHead(const ResponseHead& head) {
+  {
+    std::lock_guard lock(mu_);
+    upstream_status_ = head.status;
+  }
+  if (resume_from_ > 0) {
+    const std::string* range = head.header("content-range");
+    std::string expected = "bytes " + std::to_string(resume_from_) + "-";
+    if (head.status == 206 && range != nullptr && range->rfind(expected, 0) == 0) {
+      head_ok_ = true;
+      return;
+    }
+    if (head.status == 200) {
+      // No range support upstream: start the file over; readers wait until it is back.
+      spdlog::info("fill.restart digest={} upstream={} reason=\"no range support\"", digest_,
+                   upstream_.name);
+      (void)::ftruncate(fd_, 0);
+      written_.store(0);
+      notified_at_ = 0;
+      hasher_.emplace(hasher_->algorithm());
+      head_ok_ = true;
+    }
+    return;
+  }
+  if (head.status != 200) return;
+  head_ok_ = true;
+  {
+    std::lock_guard lock(mu_);
+    size_ = head.contentLength();
+    state_ = State::kStreaming;
+  }
+  wakeWaiters(true);
+}
+
+bool Fill::onData(std::string_view data) {
+  if (!head_ok_) return true;  // an error body: discarded
+  uint64_t at = written_.load();
+  const char* p = data.data();
+  size_t left = data.size();
+  while (left > 0) {
+    ssize_t n = ::pwrite(fd_, p, left, static_cast<off_t>(at));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      fail(ioError("writing fill of " + digest_ + ": " + std::strerror(errno)));
+      return false;
+    }
+    p += n;
+    at += static_cast<uint64_t>(n);
+    left -= static_cast<size_t>(n);
+  }
+  hasher_->update(data);
+  written_.store(at);
+
+  std::optional<uint64_t> size;
+  {
+    std::lock_guard lock(mu_);
+    size = size_;
+  }
+  if (size && at > *size) {
+    fail(corrupt("upstream sent more than its Content-Length for " + digest_));
+    return false;
+  }
+  wakeWaiters(false);
+  return true;
+}
+
+void Fill::onDone(Status status) {
+  transfer_ = 0;
+  if (progress().state == State::kFailed) return;
+  std::optional<uint64_t> size = progress().size;
+  uint64_t written = written_.load();
+  int upstream_status = upstreamStatus();
+
+  if (!head_ok_ && !resuming_) {
+    if (upstream_status == 404) {
+      fail(notFound("upstream " + upstream_.name + " has no blob " + digest_));
+    } else if (!status.isOk()) {
+      fail(Status(Code::kUnavailable, status.message()));
+    } else {
+      fail(Status(Code::kUnavailable, "upstream " + upstream_.name + " answered " +
+                                          std::to_string(upstream_status) + " for " + digest_));
+    }
+    return;
+  }
+  if (status.isOk() && head_ok_ && (!size || written == *size)) {
+    verify();
+    return;
+  }
+
+  // Broken mid-way: resume from what we have, a few times.
+  if (resumes_ < kMaxResumes) {
+    ++resumes_;
+    resuming_ = true;
+    spdlog::warn("fill.resume digest={} upstream={} from={} attempt={} reason=\"{}\"", digest_,
+                 upstream_.name, written, resumes_,
+                 status.isOk() ? "short body" : status.message());
+    request(written);
+    return;
+  }
+  fail(Status(Code::kUnavailable, "upstream " + upstream_.name + " transfer of " + digest_ +
+                                      " broke after " + std::to_string(written) + " bytes: " +
+                                      status.message()));
+}
+
+void Fill::verify() {
+  cache::Digest actual = hasher_->finish();
+  if (actual.str() != digest_) {
+    fail(corrupt("upstream " + upstream_.name + " sent bytes hashing to " + actual.str() +
+                 " for " + digest_));
+    return;
+  }
+  {
+    std::lock_guard lock(mu_);
+    state_ = State::kVerifying;
+  }
+  uint64_t size = written_.load();
+  const cache::BlobStore& store = table_.store_;
+  const cache::Index& index = table_.index_;
+  std::string temp = temp_path_;
+  std::string repository = repository_key_;
+  table_.pool_.run(
+      *loop_,
+      [&store, &index, temp, actual, size, repository]() -> Status {
+        Status status = store.commit(temp, actual);
+        if (!status) return status;
+        auto txn = index.write();
+        if (!txn) return txn.status();
+        cache::BlobRecord record{size, static_cast<int64_t>(std::time(nullptr)),
+                                 cache::kBlobCached};
+        status = txn->putBlob(actual.str(), record);
+        if (status) status = txn->link(repository, actual.str());
+        return status ? txn->commit() : status;
+      },
+      [self = shared_from_this(), size](Status status) {
+        if (!status) {
+          spdlog::error("fill.store digest={} error=\"{}\"", self->digest_, status.message());
+          self->fail(status);
+          return;
+        }
+        spdlog::debug("fill.done digest={} bytes={} upstream={} readers={}", self->digest_,
+                      size, self->upstream_.name, self->readers_.load());
+        self->finish(State::kDone);
+      });
+}
+
+void Fill::fail(Status status) {
+  spdlog::warn("fill.failed digest={} upstream={} error=\"{}\"", digest_, upstream_.name,
+               status.message());
+  if (client_ != nullptr && transfer_ != 0) {
+    client_->cancel(transfer_);
+    transfer_ = 0;
+  }
+  if (!temp_path_.empty()) ::unlink(temp_path_.c_str());
+  {
+    std::lock_guard lock(mu_);
+    error_ = std::move(status);
+  }
+  finish(State::kFailed);
+}
+
+void Fill::finish(State state) {
+  {
+    std::lock_guard lock(mu_);
+    state_ = state;
+  }
+  wakeWaiters(true);
+  table_.remove(this);
+}
+
+void Fill::wakeWaiters(bool force) {
+  uint64_t written = written_.load();
+  auto now = std::chrono::steady_clock::now();
+  if (!force && written - notified_at_ < kWakeBytes && now - notified_time_ < kWakeInterval) {
+    return;
+  }
+  std::vector<Waiter> waiters;
+  {
+    std::lock_guard lock(mu_);
+    if (waiters_.empty()) return;
+    waiters.swap(waiters_);
+  }
+  notified_at_ = written;
+  notified_time_ = now;
+  for (auto& w : waiters) {
+    w.loop->post([alive = std::move(w.alive), wake = std::move(w.wake)] {
+      if (alive.lock()) wake();
+    });
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// FillTable
+
+FillTable::FillTable(const cache::Index& index, const cache::BlobStore& store,
+                     proxy::BlockingPool& pool, std::function<Client&(proxy::Loop&)> client_for)
+    : index_(index), store_(store), pool_(pool), client_for_(std::move(client_for)) {}
+
+std::shared_ptr<Fill> FillTable::getOrStart(proxy::Loop& loop, const UpstreamOptions& upstream,
+                                            const std::string& digest,
+                                            const std::string& repository_key,
+                                            const std::string& remote) {
+  std::shared_ptr<Fill> fill;
+  {
+    std::lock_guard lock(mu_);
+    auto it = fills_.find(digest);
+    if (it != fills_.end()) return it->second;
+    fill = std::make_shared<Fill>(*this, digest, repository_key, remote, upstream);
+    fills_.emplace(digest, fill);
+  }
+  started_.fetch_add(1);
+  fill->start(loop, client_for_(loop));
+  return fill;
+}
+
+size_t FillTable::inFlight() const {
+  std::lock_guard lock(mu_);
+  return fills_.size();
+}
+
+void FillTable::remove(const Fill* fill) {
+  std::lock_guard lock(mu_);
+  auto it = fills_.find(fill->digest());
+  if (it != fills_.end() && it->second.get() == fill) fills_.erase(it);
+}
+
+}  // namespace regcache::upstream

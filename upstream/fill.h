@@ -1,0 +1,155 @@
+// Blob fills: one upstream download per digest, written to a temp file while it is hashed,
+// streamed to every client that asks for the digest meanwhile, then verified, fsynced,
+// renamed into the blob store and indexed.
+//
+// A fill runs on the loop of the request that started it (its upstream Client lives there);
+// readers may be on any loop. Readers never see a byte the fill has not verified the blob
+// would end with: the last byte is held back until the digest checks out, so a client of a
+// failed fill always gets a short body (a failed transfer), never a complete wrong one.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "cache/blob_store.h"
+#include "cache/digest.h"
+#include "cache/index.h"
+#include "proxy/http.h"
+#include "proxy/loop.h"
+#include "upstream/client.h"
+
+namespace regcache::upstream {
+
+class FillTable;
+
+class Fill : public std::enable_shared_from_this<Fill> {
+ public:
+  enum class State {
+    kStarting,   // request sent, no response head yet
+    kStreaming,  // upstream answered 200; bytes arriving
+    kVerifying,  // every byte in and hashed right; fsync, rename and index on the pool
+    kDone,       // stored and indexed: the blob is served from the store from now on
+    kFailed,     // error() says why; the temp file is gone
+  };
+
+  struct Progress {
+    State state = State::kStarting;
+    std::optional<uint64_t> size;  // from upstream's Content-Length, when it sent one
+    uint64_t written = 0;          // bytes in the temp file
+  };
+
+  Fill(FillTable& table, std::string digest, std::string repository_key, std::string remote,
+       const UpstreamOptions& upstream);
+  ~Fill();
+
+  const std::string& digest() const { return digest_; }
+  Progress progress() const;
+  // Why the fill failed: kNotFound when upstream has no such blob, kUnavailable otherwise
+  // (with upstream's HTTP status in `upstreamStatus()` when it answered).
+  Status error() const;
+  int upstreamStatus() const;
+  // How many bytes a reader may send now: all when done, else all but the last byte.
+  uint64_t readable() const;
+  // The temp file (valid while the Fill lives; pread it).
+  int fd() const { return fd_; }
+  // Number of readers attached so far (for tests and metrics).
+  size_t readers() const { return readers_.load(); }
+
+  // Calls `wake` on `loop` the next time progress is made (bytes, head, end), or at once when
+  // some was made since the caller saw `seen_readable` readable bytes in `seen_state`.
+  // One-shot. `alive` guards the call: it is skipped once the token is gone. Any thread.
+  void notifyOnProgress(proxy::Loop& loop, std::weak_ptr<void> alive, std::function<void()> wake,
+                        uint64_t seen_readable, State seen_state);
+
+  // A response body for a client on `loop` that follows this fill from `offset` for `length`
+  // bytes (nullopt: to the end). The fill must have a head (state kStreaming or later).
+  std::shared_ptr<proxy::http::BodySource> reader(proxy::Loop& loop, uint64_t offset,
+                                                  std::optional<uint64_t> length);
+
+ private:
+  friend class FillTable;
+  friend class FillReader;
+  struct Waiter {
+    proxy::Loop* loop;
+    std::weak_ptr<void> alive;
+    std::function<void()> wake;
+  };
+
+  // Fill's own loop thread only.
+  void start(proxy::Loop& loop, Client& client);
+  void request(uint64_t from);
+  void onHead(const ResponseHead& head);
+  bool onData(std::string_view data);
+  void onDone(Status status);
+  void verify();
+  void fail(Status status);
+  void finish(State state);
+  void wakeWaiters(bool force);
+
+  FillTable& table_;
+  const std::string digest_;
+  const std::string repository_key_;
+  const std::string remote_;
+  const UpstreamOptions& upstream_;
+  proxy::Loop* loop_ = nullptr;
+  Client* client_ = nullptr;
+  Client::TransferId transfer_ = 0;
+  std::optional<cache::Hasher> hasher_;
+  std::string temp_path_;
+  int fd_ = -1;
+  int resumes_ = 0;
+  bool resuming_ = false;
+  uint64_t resume_from_ = 0;
+  bool head_ok_ = false;  // the current attempt's head was accepted
+  uint64_t notified_at_ = 0;
+  std::chrono::steady_clock::time_point notified_time_{};
+
+  mutable std::mutex mu_;
+  State state_ = State::kStarting;    // guarded by mu_
+  std::optional<uint64_t> size_;      // guarded by mu_
+  std::atomic<uint64_t> written_{0};  // bytes in the file; written on the fill's loop
+  Status error_;                      // guarded by mu_
+  int upstream_status_ = 0;           // guarded by mu_
+  std::vector<Waiter> waiters_;       // guarded by mu_
+  std::atomic<size_t> readers_{0};
+};
+
+// Every fill in flight, one per digest. Thread-safe.
+class FillTable {
+ public:
+  // `clientFor` gives the upstream Client of the calling loop.
+  FillTable(const cache::Index& index, const cache::BlobStore& store, proxy::BlockingPool& pool,
+            std::function<Client&(proxy::Loop&)> client_for);
+
+  // The fill for `digest`, joined if one is in flight, else started on `loop` (the caller's).
+  // `repository_key` is the cache's repository the blob is linked into when it lands.
+  std::shared_ptr<Fill> getOrStart(proxy::Loop& loop, const UpstreamOptions& upstream,
+                                   const std::string& digest, const std::string& repository_key,
+                                   const std::string& remote);
+
+  size_t inFlight() const;
+  // Total fills started (for tests and metrics).
+  uint64_t started() const { return started_.load(); }
+
+ private:
+  friend class Fill;
+  void remove(const Fill* fill);
+
+  const cache::Index& index_;
+  const cache::BlobStore& store_;
+  proxy::BlockingPool& pool_;
+  std::function<Client&(proxy::Loop&)> client_for_;
+  mutable std::mutex mu_;
+  std::unordered_map<std::string, std::shared_ptr<Fill>> fills_;  // guarded by mu_
+  std::atomic<uint64_t> started_{0};
+};
+
+}  // namespace regcache::upstream
