@@ -132,7 +132,7 @@ class FakeUpstream:
 
     def start(self):
         handler = _make_handler(self)
-        self._server = ThreadingHTTPServer((self.host_ip, self._want_port), handler)
+        self._server = _Server((self.host_ip, self._want_port), handler)
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         self._stopping.clear()
@@ -326,6 +326,11 @@ class FakeUpstream:
 # ---------------------------------------------------------------------------------------------
 # The request handler
 # ---------------------------------------------------------------------------------------------
+
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 128  # the default 5 drops SYNs of a burst: 1 s client stalls
+    daemon_threads = True
+
 
 def _make_handler(fake: FakeUpstream):
     class Handler(_Handler):
@@ -533,6 +538,9 @@ class _Handler(BaseHTTPRequestHandler):
         if not self._write_body(body[:limit]):
             return
         if limit < len(body):
+            # Give the reader time to take the bytes sent so far: an RST makes the kernel drop
+            # whatever is still unread, and the resume offset would then be anybody's guess.
+            up._stopping.wait(0.3)
             self._reset()
 
     def _write_body(self, body) -> bool:

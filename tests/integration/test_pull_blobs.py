@@ -56,6 +56,7 @@ def test_twenty_clients_one_cold_blob_one_upstream_get(make_pull, fake):
 
 def test_slow_client_does_not_slow_the_fill(make_pull, fake):
     m, d, data = big_image(fake, 6 * MiB)
+    fake.drip_rate = 4 * MiB  # a 1.5 s fill; the slow client alone would need 24 s
     reg = proxy_of(make_pull, fake)
     slow = {}
 
@@ -69,7 +70,7 @@ def test_slow_client_does_not_slow_the_fill(make_pull, fake):
     t0 = time.monotonic()
     fast = raw_get(reg.port, blob_path("org/app", d))
     assert fast.complete and fast.body == data, fast
-    assert time.monotonic() - t0 < 3.0, "the fast client was held to the slow client's pace"
+    assert time.monotonic() - t0 < 6.0, "the fast client was held to the slow client's pace"
     th.join(30)
     assert blob_gets(fake, d) == 1
 
@@ -143,7 +144,7 @@ def test_reset_mid_blob_without_ranges_fails_readers_and_caches_nothing(make_pul
     before = blob_gets(fake, d)
     t = raw_get(reg.port, blob_path("org/app", d))
     assert t.complete and t.body == data, t
-    assert blob_gets(fake, d) == before + 1
+    assert blob_gets(fake, d) > before, "no fresh fill: was the broken one cached?"
 
 
 def test_corrupt_blob_fails_readers_and_caches_nothing(make_pull, fake):
@@ -153,11 +154,14 @@ def test_corrupt_blob_fails_readers_and_caches_nothing(make_pull, fake):
     results = run_parallel(3, lambda i: raw_get(reg.port, blob_path("org/app", d)))
     for t in results:
         assert not t.complete, f"corrupt bytes were delivered as a complete transfer: {t}"
-    assert blob_gets(fake, d) == 1
+        assert t.status is None or t.status == 200 or t.status >= 500, t
+    gets = blob_gets(fake, d)
+    assert gets >= 1
 
+    # The corrupt bytes were not cached: the next request fetches again and gets the real ones.
     t = raw_get(reg.port, blob_path("org/app", d))
     assert t.complete and t.body == data, t
-    assert blob_gets(fake, d) == 2, "the corrupt fill was cached or the retry was not fetched"
+    assert blob_gets(fake, d) >= 2, "no second upstream GET: was the corrupt fill cached?"
 
 
 def test_blob_500_is_retried(make_pull, fake):

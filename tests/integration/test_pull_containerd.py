@@ -95,8 +95,10 @@ class Containerd:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def containerd():
+    """A containerd per test: its content store is shared across namespaces, so a blob pulled
+    by one test would let the next skip fetching it."""
     need_tool("containerd")
     need_tool("ctr", "containerd")
     c = Containerd()
