@@ -18,7 +18,7 @@ constexpr ErrorInfo kErrors[] = {
     {"MANIFEST_UNKNOWN", 404},      {"NAME_INVALID", 400},        {"NAME_UNKNOWN", 404},
     {"SIZE_INVALID", 400},          {"UNAUTHORIZED", 401},        {"DENIED", 403},
     {"UNSUPPORTED", 405},           {"TOOMANYREQUESTS", 429},
-    {"INTERNAL_ERROR", 500},        {"UNAVAILABLE", 503},
+    {"INTERNAL_ERROR", 500},
 };
 
 const ErrorInfo& info(ErrorCode code) { return kErrors[static_cast<int>(code)]; }
@@ -86,7 +86,9 @@ http::Response errorFromStatus(const Status& status, ErrorCode not_found, ErrorC
       // An upload that is busy or out of step: the spec's answer for a chunk out of order.
       return errorResponse(ErrorCode::kBlobUploadInvalid, status.message(), 416);
     case Code::kUnavailable:
-      return errorResponse(ErrorCode::kUnavailable, status.message());
+      // The spec has no code for "could not ask upstream": the thing stays unknown to us, and
+      // the status says it may be worth a retry.
+      return errorResponse(not_found, status.message(), 503);
     default:
       return errorResponse(ErrorCode::kInternal, status.message());
   }

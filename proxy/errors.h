@@ -27,8 +27,7 @@ enum class ErrorCode {
   kDenied,
   kUnsupported,
   kTooManyRequests,
-  kInternal,      // a real server fault, 500
-  kUnavailable,   // 503
+  kInternal,  // a real server fault, 500
 };
 
 std::string_view errorCodeName(ErrorCode code);

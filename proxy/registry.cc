@@ -68,7 +68,12 @@ std::unique_ptr<http::Handler> whenComplete(std::function<void()> on_end) {
 
 Registry::Registry(const Config& config, const cache::Index& index,
                    const cache::BlobStore& store, BlockingPool& pool)
-    : config_(config), index_(index), store_(store), pool_(pool), uploads_(index, store) {}
+    : config_(config),
+      index_(index),
+      store_(store),
+      pool_(pool),
+      uploads_(index, store),
+      pull_(config, index, store, pool) {}
 
 std::unique_ptr<http::Handler> Registry::onRequest(std::shared_ptr<http::Exchange> ex) {
   const http::Request& request = ex->request();
@@ -208,6 +213,17 @@ void Registry::getCatalog(const ExchangePtr& ex) {
 }
 
 void Registry::getTags(const ExchangePtr& ex, const Route& route, const Repository& repo) {
+  if (!repo.isLocal() && !config_.offline) {
+    std::weak_ptr<http::Exchange> weak = ex;
+    pull_.getTags(ex, route, repo, [this, weak, route, repo] {
+      if (auto ex = weak.lock()) getCachedTags(ex, route, repo);
+    });
+    return;
+  }
+  getCachedTags(ex, route, repo);
+}
+
+void Registry::getCachedTags(const ExchangePtr& ex, const Route& route, const Repository& repo) {
   const http::Request& request = ex->request();
   auto n = pageSize(request);
   if (!n) {

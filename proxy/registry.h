@@ -14,6 +14,7 @@
 #include "proxy/config.h"
 #include "proxy/http.h"
 #include "proxy/loop.h"
+#include "proxy/pull_through.h"
 #include "proxy/routes.h"
 #include "proxy/uploads.h"
 
@@ -28,6 +29,10 @@ class Registry : public http::Service {
   std::unique_ptr<http::Handler> onRequest(std::shared_ptr<http::Exchange> exchange) override;
 
   UploadTable& uploads() { return uploads_; }
+  PullThrough& pullThrough() { return pull_; }
+
+  // Stops upstream work. Call after the server's loops stopped, before they are destroyed.
+  void shutdown() { pull_.shutdown(); }
 
  private:
   using ExchangePtr = std::shared_ptr<http::Exchange>;
@@ -39,11 +44,14 @@ class Registry : public http::Service {
   void getBase(const ExchangePtr& ex);
   void getCatalog(const ExchangePtr& ex);
   void getTags(const ExchangePtr& ex, const Route& route, const Repository& repo);
+  void getCachedTags(const ExchangePtr& ex, const Route& route, const Repository& repo);
   void getReferrers(const ExchangePtr& ex, const Route& route, const Repository& repo);
 
   // Blobs and uploads: registry_blobs.cc.
   void getBlob(const ExchangePtr& ex, const Route& route, const Repository& repo);
   void deleteBlob(const ExchangePtr& ex, const Route& route, const Repository& repo);
+  // Links a stored blob into a repository, on the pool, answering nobody.
+  void linkLater(const std::string& repository, const std::string& digest);
   HandlerPtr startUpload(const ExchangePtr& ex, const Route& route, const Repository& repo);
   // Creates an upload session once the (empty) POST body is in: 202 with its Location.
   HandlerPtr beginUpload(const ExchangePtr& ex, const Route& route, const Repository& repo);
@@ -67,6 +75,7 @@ class Registry : public http::Service {
   const cache::BlobStore& store_;
   BlockingPool& pool_;
   UploadTable uploads_;
+  PullThrough pull_;
 };
 
 // Sends `response` with the headers every API response carries. Loop thread.

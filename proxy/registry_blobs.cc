@@ -173,7 +173,18 @@ void Registry::getBlob(const ExchangePtr& ex, const Route& route, const Reposito
       return;
     }
     auto found = txn->blob(key);
-    if (found && txn->isLinked(repo.key, key)) record = *found;
+    if (found && txn->isLinked(repo.key, key)) {
+      record = *found;
+    } else if (found && !repo.isLocal() && (found->flags & cache::kBlobCached)) {
+      // Fetched from upstream for another repository: the same bytes, verified. Link it here
+      // so the next lookup is a plain hit.
+      record = *found;
+      linkLater(repo.key, key);
+    }
+  }
+  if (!record && !repo.isLocal() && !config_.offline) {
+    pull_.getBlob(ex, route, repo, *digest);
+    return;
   }
   if (!record) {
     respond(ex, errorResponse(ErrorCode::kBlobUnknown, "blob " + key + " unknown to " +
@@ -225,6 +236,16 @@ void Registry::getBlob(const ExchangePtr& ex, const Route& route, const Reposito
   }
   response.file = body;
   respond(ex, std::move(response));
+}
+
+void Registry::linkLater(const std::string& repository, const std::string& digest) {
+  const cache::Index& index = index_;
+  pool_.submit([&index, repository, digest] {
+    auto txn = index.write();
+    Status status = txn ? txn->link(repository, digest) : txn.status();
+    if (status) status = txn->commit();
+    if (!status) spdlog::warn("blob.link repository={} error=\"{}\"", repository, status.message());
+  });
 }
 
 void Registry::deleteBlob(const ExchangePtr& ex, const Route& route, const Repository& repo) {

@@ -6,6 +6,7 @@
 
 #include "proxy/errors.h"
 #include "proxy/manifest.h"
+#include "proxy/pull_through.h"
 #include "proxy/reference.h"
 #include "proxy/registry.h"
 
@@ -15,10 +16,11 @@ namespace {
 
 int64_t nowSeconds() { return static_cast<int64_t>(std::time(nullptr)); }
 
-// Whether a client's Accept header lets it take `media_type`. A header that names no manifest
-// type at all (or a wildcard) accepts anything: only a client that lists manifest types and
-// leaves this one out is refused.
-bool accepts(const http::Request& request, std::string_view media_type) {
+}  // namespace
+
+// A header that names no manifest type at all (or a wildcard) accepts anything: only a client
+// that lists manifest types and leaves this one out is refused.
+bool acceptsMediaType(const http::Request& request, std::string_view media_type) {
   bool lists_manifest_types = false;
   for (const auto& header : request.headers.all()) {
     if (strcasecmp(header.name.c_str(), "Accept") != 0) continue;
@@ -36,6 +38,27 @@ bool accepts(const http::Request& request, std::string_view media_type) {
   }
   return !lists_manifest_types;
 }
+
+http::Response manifestResponse(const http::Request& request, std::string_view media_type,
+                                std::string_view digest, std::string_view bytes) {
+  if (!acceptsMediaType(request, media_type)) {
+    return errorResponse(ErrorCode::kManifestUnknown,
+                         "manifest " + std::string(digest) + " is " + std::string(media_type) +
+                             ", which the Accept header does not list");
+  }
+  http::Response response;
+  response.headers.add("Content-Type", std::string(media_type));
+  response.headers.add("Docker-Content-Digest", std::string(digest));
+  response.headers.add("ETag", "\"" + std::string(digest) + "\"");
+  if (request.isHead()) {
+    response.head_length = bytes.size();
+  } else {
+    response.body.assign(bytes);
+  }
+  return response;
+}
+
+namespace {
 
 // Layers that registries are not asked to hold (Windows base layers and the like).
 bool isForeignLayer(const Descriptor& d) {
@@ -73,6 +96,10 @@ void Registry::getManifest(const ExchangePtr& ex, const Route& route, const Repo
     respond(ex, errorResponse(code, reference.status().message()));
     return;
   }
+  if (!repo.isLocal() && !config_.offline) {
+    pull_.getManifest(ex, route, repo, *reference);
+    return;
+  }
   auto txn = index_.read();
   if (!txn) {
     respond(ex, errorFromStatus(txn.status(), ErrorCode::kManifestUnknown,
@@ -92,24 +119,7 @@ void Registry::getManifest(const ExchangePtr& ex, const Route& route, const Repo
                               "manifest " + route.name + ":" + route.reference + " unknown"));
     return;
   }
-  if (!accepts(ex->request(), manifest->media_type)) {
-    respond(ex, errorResponse(ErrorCode::kManifestUnknown,
-                              "manifest " + route.reference + " is " +
-                                  std::string(manifest->media_type) +
-                                  ", which the Accept header does not list"));
-    return;
-  }
-
-  http::Response response;
-  response.headers.add("Content-Type", std::string(manifest->media_type));
-  response.headers.add("Docker-Content-Digest", digest);
-  response.headers.add("ETag", "\"" + digest + "\"");
-  if (ex->request().isHead()) {
-    response.head_length = manifest->bytes.size();
-  } else {
-    response.body.assign(manifest->bytes);
-  }
-  respond(ex, std::move(response));
+  respond(ex, manifestResponse(ex->request(), manifest->media_type, digest, manifest->bytes));
 }
 
 // ---------------------------------------------------------------------------------------------

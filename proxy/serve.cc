@@ -60,8 +60,9 @@ int serve(const Config& config) {
     spdlog::info("serve.cleanup temp_files={}", orphans);
   }
 
-  BlockingPool pool(4);
-  Registry registry(config, **index, **store, pool);
+  // Owned by pointer so it can be drained before the registry its jobs use goes away.
+  auto pool = std::make_unique<BlockingPool>(4);
+  Registry registry(config, **index, **store, *pool);
   http::ServerOptions options;
   options.host = listen->host;
   options.port = listen->port;
@@ -94,12 +95,14 @@ int serve(const Config& config) {
       spdlog::info("serve.reload ignored: reload is not supported yet");
       continue;
     }
-    pool.submit([&registry, upload_ttl] {
+    pool->submit([&registry, upload_ttl] {
       size_t expired = registry.uploads().expire(std::time(nullptr), upload_ttl);
       if (expired > 0) spdlog::info("uploads.expired count={}", expired);
     });
   }
   server.stop();
+  registry.shutdown();
+  pool.reset();  // finishes what was queued: a committed push stays committed
   return 0;
 }
 

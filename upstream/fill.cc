@@ -193,16 +193,8 @@ void Fill::onHead(const ResponseHead& head) {
       head_ok_ = true;
       return;
     }
-    if (head.status == 200) {
-      // No range support upstream: start the file over; readers wait until it is back.
-      spdlog::info("fill.restart digest={} upstream={} reason=\"no range support\"", digest_,
-                   upstream_.name);
-      (void)::ftruncate(fd_, 0);
-      written_.store(0);
-      notified_at_ = 0;
-      hasher_.emplace(hasher_->algorithm());
-      head_ok_ = true;
-    }
+    // No range support upstream (200), or a range we did not ask for: starting over would
+    // hand readers a prefix from one attempt and the rest from another, so the fill fails.
     return;
   }
   if (head.status != 200) return;
@@ -216,7 +208,8 @@ void Fill::onHead(const ResponseHead& head) {
 }
 
 bool Fill::onData(std::string_view data) {
-  if (!head_ok_) return true;  // an error body: discarded
+  // An error body is discarded; a whole body sent instead of a range is not worth reading.
+  if (!head_ok_) return !resuming_;
   uint64_t at = written_.load();
   const char* p = data.data();
   size_t left = data.size();
@@ -254,7 +247,13 @@ void Fill::onDone(Status status) {
   uint64_t written = written_.load();
   int upstream_status = upstreamStatus();
 
-  if (!head_ok_ && !resuming_) {
+  if (!head_ok_ && resuming_) {
+    fail(Status(Code::kUnavailable, "upstream " + upstream_.name + " cannot resume " + digest_ +
+                                        " (answered " + std::to_string(upstream_status) +
+                                        " to a Range request)"));
+    return;
+  }
+  if (!head_ok_) {
     if (upstream_status == 404) {
       fail(notFound("upstream " + upstream_.name + " has no blob " + digest_));
     } else if (!status.isOk()) {
