@@ -153,6 +153,9 @@ def test_corrupt_blob_fails_readers_and_caches_nothing(make_pull, fake):
     reg = proxy_of(make_pull, fake)
     results = run_parallel(3, lambda i: raw_get(reg.port, blob_path("org/app", d)))
     for t in results:
+        # A client arriving after the fill failed gets an error answer, complete as such.
+        if t.status is not None and t.status >= 500:
+            continue
         assert not t.complete, f"corrupt bytes were delivered as a complete transfer: {t}"
         assert t.status is None or t.status == 200 or t.status >= 500, t
     gets = blob_gets(fake, d)
