@@ -464,6 +464,8 @@ void Server::wait() {
   }
 }
 
+size_t Server::connections() const { return impl_->open_connections.load(); }
+
 std::vector<Loop*> Server::loops() const {
   std::vector<Loop*> loops;
   for (const auto& worker : impl_->workers) {

@@ -133,10 +133,25 @@ class Handler {
   virtual void onAbort() {}
 };
 
+// How one request ended, for the service's metrics.
+struct Completion {
+  int status = 0;       // 0 when no response was started
+  uint64_t bytes = 0;   // body bytes written to the client
+  double seconds = 0;   // from the first byte of the request to the last of the response
+  bool aborted = false;  // the client went away (or the transfer failed) before the end
+  std::string_view log_fields;  // what the handler added with addLogField
+};
+
 // The application. Must be thread-safe: every loop calls it.
 class Service {
  public:
   virtual ~Service() = default;
+  // Called once per request when it is over (answered, or aborted), on its loop. `request` is
+  // nullptr for a request that never got as far as its headers.
+  virtual void onFinished(const Request* request, const Completion& completion) {
+    (void)request;
+    (void)completion;
+  }
   // Called when a request's headers are complete. May respond at once (then returns nullptr
   // or a handler that ignores the body). A handler returned for a request with
   // `Expect: 100-continue` makes the server send `100 Continue` unless it already responded.
@@ -169,6 +184,8 @@ class Server {
 
   // The loops, to post work or run timers on.
   std::vector<Loop*> loops() const;
+  // Client connections open now, across every loop.
+  size_t connections() const;
 
  private:
   struct Impl;

@@ -894,16 +894,22 @@ void Connection::abortExchange() {
 }
 
 void Connection::logAccess(const ExchangeImpl* exchange, bool aborted) {
-  spdlog::logger* log = context_.access_log;
-  if (log == nullptr || !log->should_log(spdlog::level::info)) {
-    return;
-  }
   double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started_)
                   .count();
   uint64_t bytes = body_bytes_;
   if (aborted) {
     size_t unsent = evbuffer_get_length(bufferevent_get_output(bev_));
     bytes -= std::min<uint64_t>(bytes, unsent);
+  }
+  const Request* finished = exchange != nullptr ? &exchange->request_ : nullptr;
+  context_.service->onFinished(
+      finished, Completion{status_, bytes, ms / 1000.0, aborted,
+                           exchange != nullptr ? std::string_view(exchange->log_fields_)
+                                               : std::string_view()});
+
+  spdlog::logger* log = context_.access_log;
+  if (log == nullptr || !log->should_log(spdlog::level::info)) {
+    return;
   }
   std::string_view flag = aborted ? " aborted=true" : "";
   if (exchange == nullptr) {

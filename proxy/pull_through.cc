@@ -305,16 +305,17 @@ upstream::Client& PullThrough::clientFor(Loop& loop) {
   return *client;
 }
 
-void PullThrough::resolve(Loop& loop, const Repository& repo, const Reference& reference,
+bool PullThrough::resolve(Loop& loop, const Repository& repo, const Reference& reference,
                           bool head_only, Waiter waiter) {
   std::string key = repo.key + (head_only ? "\nH\n" : "\nG\n") + reference.str();
   {
     std::lock_guard lock(mu_);
     auto& waiters = resolving_[key];
     waiters.emplace_back(&loop, std::move(waiter));
-    if (waiters.size() > 1) return;  // joined an exchange in flight
+    if (waiters.size() > 1) return true;  // joined an exchange in flight
   }
   std::make_shared<ManifestFetch>(*this, loop, repo, reference, head_only, key)->start();
+  return false;
 }
 
 void PullThrough::complete(const std::string& key, const Resolution& resolution) {
@@ -360,13 +361,13 @@ void PullThrough::getManifest(const std::shared_ptr<http::Exchange>& ex, const R
     }
   }
 
-  ex->addLogField(have_cached ? "cache=revalidate" : "cache=miss");
   std::weak_ptr<http::Exchange> weak = ex;
-  resolve(ex->loop(), repo, reference, ex->request().isHead(),
-          [this, weak, route, repo, reference, have_cached](const Resolution& r) {
-            auto ex = weak.lock();
-            if (ex) serveResolution(ex, route, repo, reference, r, have_cached);
-          });
+  bool joined = resolve(ex->loop(), repo, reference, ex->request().isHead(),
+                        [this, weak, route, repo, reference, have_cached](const Resolution& r) {
+                          auto ex = weak.lock();
+                          if (ex) serveResolution(ex, route, repo, reference, r, have_cached);
+                        });
+  ex->addLogField(joined ? "cache=coalesced" : have_cached ? "cache=revalidate" : "cache=miss");
 }
 
 void PullThrough::serveResolution(const std::shared_ptr<http::Exchange>& ex, const Route& route,
@@ -433,9 +434,10 @@ void PullThrough::getBlob(const std::shared_ptr<http::Exchange>& ex, const Route
     headBlob(ex, repo, digest);
     return;
   }
-  ex->addLogField("cache=miss");
+  bool joined = false;
   auto fill = fills_.getOrStart(ex->loop(), endpoints(*repo.upstream).blobs, digest.str(),
-                                repo.key, repo.remote);
+                                repo.key, repo.remote, &joined);
+  ex->addLogField(joined ? "cache=coalesced" : "cache=miss");
   serveFill(ex, fill, digest);
 }
 

@@ -76,7 +76,8 @@ class PullThrough {
 
   const Endpoints& endpoints(const UpstreamConfig& upstream) const;
   upstream::Client& clientFor(Loop& loop);
-  void resolve(Loop& loop, const Repository& repo, const Reference& reference, bool head_only,
+  // Returns true when an exchange in flight was joined.
+  bool resolve(Loop& loop, const Repository& repo, const Reference& reference, bool head_only,
                Waiter waiter);
   void complete(const std::string& key, const Resolution& resolution);
   void serveResolution(const std::shared_ptr<http::Exchange>& ex, const Route& route,

@@ -66,6 +66,112 @@ std::unique_ptr<http::Handler> whenComplete(std::function<void()> on_end) {
   return std::make_unique<EndHandler>(std::move(on_end));
 }
 
+namespace {
+
+RouteKind routeKind(std::string_view path) {
+  if (path == "/v2/" || path == "/v2") return RouteKind::kBase;
+  if (!path.starts_with("/v2/")) return RouteKind::kOther;
+  if (path == "/v2/_catalog") return RouteKind::kCatalog;
+  if (path.find("/blobs/uploads") != std::string_view::npos) return RouteKind::kUpload;
+  if (path.find("/manifests/") != std::string_view::npos) return RouteKind::kManifest;
+  if (path.find("/blobs/") != std::string_view::npos) return RouteKind::kBlob;
+  if (path.ends_with("/tags/list")) return RouteKind::kTags;
+  if (path.find("/referrers/") != std::string_view::npos) return RouteKind::kReferrers;
+  return RouteKind::kOther;
+}
+
+std::optional<CacheOutcome> cacheOutcome(std::string_view fields) {
+  size_t at = fields.find("cache=");
+  if (at == std::string_view::npos) return std::nullopt;
+  std::string_view value = fields.substr(at + 6);
+  value = value.substr(0, value.find(' '));
+  if (value == "hit") return CacheOutcome::kHit;
+  if (value == "miss") return CacheOutcome::kMiss;
+  if (value == "stale") return CacheOutcome::kStale;
+  if (value == "revalidate") return CacheOutcome::kRevalidated;
+  if (value == "coalesced") return CacheOutcome::kCoalesced;
+  return std::nullopt;
+}
+
+}  // namespace
+
+void Registry::onFinished(const http::Request* request, const http::Completion& completion) {
+  RouteKind route = request ? routeKind(request->path) : RouteKind::kOther;
+  metrics_.recordRequest(route, completion.status, completion.seconds);
+  if (route != RouteKind::kManifest && route != RouteKind::kBlob) return;
+  auto outcome = cacheOutcome(completion.log_fields);
+  if (!outcome) return;
+  metrics_.recordCache(route == RouteKind::kManifest, *outcome);
+  bool from_upstream = *outcome == CacheOutcome::kMiss || *outcome == CacheOutcome::kCoalesced;
+  metrics_.recordBytes(from_upstream, completion.bytes);
+}
+
+bool Registry::serveOperational(const ExchangePtr& ex) {
+  const http::Request& request = ex->request();
+  if (!methodIs(request, "GET", "HEAD")) return false;
+  const std::string& path = request.path;
+  if (path == "/metrics") {
+    respond(ex, jsonResponse(metrics_.renderPrometheus(), "text/plain; version=0.0.4"));
+  } else if (path == "/healthz") {
+    respond(ex, jsonResponse("{\"status\":\"ok\"}", "application/json"));
+  } else if (path == "/readyz") {
+    // Ready means the store answers; upstreams being down is what the cache is for.
+    auto txn = index_.read();
+    if (txn) {
+      respond(ex, jsonResponse("{\"status\":\"ready\"}", "application/json"));
+    } else {
+      http::Response response = jsonResponse("{\"status\":\"store unavailable\"}",
+                                             "application/json");
+      response.status = 503;
+      respond(ex, std::move(response));
+    }
+  } else if (path == "/api/status") {
+    getStatus(ex);
+  } else {
+    return false;
+  }
+  return true;
+}
+
+void Registry::getStatus(const ExchangePtr& ex) {
+  Metrics::Summary s = metrics_.summary();
+  const Metrics::Gauges& g = metrics_.gauges();
+  auto seconds = std::chrono::duration_cast<std::chrono::seconds>(
+                     std::chrono::steady_clock::now() - metrics_.started())
+                     .count();
+  std::string body = "{\"version\":\"" REGCACHE_VERSION "\",\"uptime_seconds\":" +
+                     std::to_string(seconds) + ",\"offline\":" +
+                     (config_.offline ? "true" : "false");
+  char ratio[32];
+  std::snprintf(ratio, sizeof ratio, "%.4f", s.hitRatio());
+  body += ",\"cache\":{\"hits\":" + std::to_string(s.hits) +
+          ",\"misses\":" + std::to_string(s.misses) + ",\"stale\":" + std::to_string(s.stale) +
+          ",\"revalidated\":" + std::to_string(s.revalidated) +
+          ",\"coalesced\":" + std::to_string(s.coalesced) + ",\"hit_ratio\":" + ratio +
+          ",\"bytes_from_cache\":" + std::to_string(s.bytes_from_cache) +
+          ",\"bytes_from_upstream\":" + std::to_string(s.bytes_from_upstream) + "}";
+  body += ",\"fills\":{\"in_flight\":" +
+          std::to_string(g.fills_in_flight ? g.fills_in_flight() : 0) + "}";
+  body += ",\"disk\":{\"used\":" +
+          std::to_string(g.disk_bytes_used ? g.disk_bytes_used() : 0) +
+          ",\"bound\":" + std::to_string(g.disk_bytes_bound) +
+          ",\"evictions\":" + std::to_string(s.evictions) + "}";
+  body += ",\"requests\":" + std::to_string(s.requests);
+  body += ",\"connections\":" + std::to_string(g.connections ? g.connections() : 0);
+  body += ",\"upstreams\":[";
+  for (size_t i = 0; i < config_.upstreams.size(); ++i) {
+    const UpstreamConfig& u = config_.upstreams[i];
+    if (i > 0) body += ",";
+    body += "{\"name\":";
+    appendJsonString(body, u.name);
+    body += ",\"url\":";
+    appendJsonString(body, u.url);
+    body += std::string(",\"default\":") + (u.is_default ? "true" : "false") + "}";
+  }
+  body += "]}";
+  respond(ex, jsonResponse(std::move(body), "application/json"));
+}
+
 Registry::Registry(const Config& config, const cache::Index& index,
                    const cache::BlobStore& store, BlockingPool& pool)
     : config_(config),
@@ -73,10 +179,16 @@ Registry::Registry(const Config& config, const cache::Index& index,
       store_(store),
       pool_(pool),
       uploads_(index, store),
-      pull_(config, index, store, pool) {}
+      pull_(config, index, store, pool) {
+  Metrics::Gauges gauges;
+  gauges.fills_in_flight = [this] { return pull_.fills().inFlight(); };
+  gauges.disk_bytes_bound = config.max_cache_size;
+  metrics_.setGauges(std::move(gauges));
+}
 
 std::unique_ptr<http::Handler> Registry::onRequest(std::shared_ptr<http::Exchange> ex) {
   const http::Request& request = ex->request();
+  if (!request.path.starts_with("/v2") && serveOperational(ex)) return nullptr;
   auto route = parseRoute(request.path);
   if (!route) {
     if (route.status().code() == Code::kNotFound) {

@@ -14,6 +14,7 @@
 #include "proxy/config.h"
 #include "proxy/http.h"
 #include "proxy/loop.h"
+#include "proxy/metrics.h"
 #include "proxy/pull_through.h"
 #include "proxy/routes.h"
 #include "proxy/uploads.h"
@@ -27,9 +28,11 @@ class Registry : public http::Service {
            BlockingPool& pool);
 
   std::unique_ptr<http::Handler> onRequest(std::shared_ptr<http::Exchange> exchange) override;
+  void onFinished(const http::Request* request, const http::Completion& completion) override;
 
   UploadTable& uploads() { return uploads_; }
   PullThrough& pullThrough() { return pull_; }
+  Metrics& metrics() { return metrics_; }
 
   // Stops upstream work. Call after the server's loops stopped, before they are destroyed.
   void shutdown() { pull_.shutdown(); }
@@ -39,6 +42,9 @@ class Registry : public http::Service {
   using HandlerPtr = std::unique_ptr<http::Handler>;
 
   HandlerPtr dispatch(const ExchangePtr& ex, const Route& route);
+  // /metrics, /healthz, /readyz, /api/status: true when `ex` was one of them (and answered).
+  bool serveOperational(const ExchangePtr& ex);
+  void getStatus(const ExchangePtr& ex);
 
   // Listings: registry.cc.
   void getBase(const ExchangePtr& ex);
@@ -71,6 +77,7 @@ class Registry : public http::Service {
   friend class ManifestBodyHandler;
 
   const Config& config_;
+  Metrics metrics_;
   const cache::Index& index_;
   const cache::BlobStore& store_;
   BlockingPool& pool_;

@@ -186,6 +186,7 @@ void Registry::getBlob(const ExchangePtr& ex, const Route& route, const Reposito
     pull_.getBlob(ex, route, repo, *digest);
     return;
   }
+  if (record && !repo.isLocal()) ex->addLogField("cache=hit");
   if (!record) {
     respond(ex, errorResponse(ErrorCode::kBlobUnknown, "blob " + key + " unknown to " +
                                                            route.name));

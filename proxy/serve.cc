@@ -13,6 +13,7 @@
 #include "proxy/http.h"
 #include "proxy/loop.h"
 #include "proxy/registry.h"
+#include "proxy/sd_notify.h"
 
 namespace regcache::proxy {
 
@@ -68,6 +69,7 @@ int serve(const Config& config) {
   options.port = listen->port;
   options.threads = config.threads;
   http::Server server(options, registry);
+  registry.metrics().setConnectionsGauge([&server] { return server.connections(); });
   if (Status status = server.start(); !status) {
     spdlog::error("serve.listen addr={} error=\"{}\"", config.listen, status.message());
     return 1;
@@ -75,6 +77,7 @@ int serve(const Config& config) {
   spdlog::info("serve.start listening addr={}:{} data_dir={} upstreams={} offline={}",
                listen->host, server.port(), config.data_dir.string(), config.upstreams.size(),
                config.offline);
+  notifyServiceManager(kNotifyReady);
 
   sigset_t signals;
   sigemptyset(&signals);
@@ -87,6 +90,7 @@ int serve(const Config& config) {
     int sig = sigtimedwait(&signals, nullptr, &timeout);
     if (sig == SIGTERM || sig == SIGINT) {
       spdlog::info("serve.stop signal={}", sig == SIGTERM ? "TERM" : "INT");
+      notifyServiceManager(kNotifyStopping);
       break;
     }
     if (sig == SIGHUP) {

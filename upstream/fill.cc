@@ -380,11 +380,12 @@ FillTable::FillTable(const cache::Index& index, const cache::BlobStore& store,
 std::shared_ptr<Fill> FillTable::getOrStart(proxy::Loop& loop, const UpstreamOptions& upstream,
                                             const std::string& digest,
                                             const std::string& repository_key,
-                                            const std::string& remote) {
+                                            const std::string& remote, bool* joined) {
   std::shared_ptr<Fill> fill;
   {
     std::lock_guard lock(mu_);
     auto it = fills_.find(digest);
+    if (joined != nullptr) *joined = it != fills_.end();
     if (it != fills_.end()) return it->second;
     fill = std::make_shared<Fill>(*this, digest, repository_key, remote, upstream);
     fills_.emplace(digest, fill);

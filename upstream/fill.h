@@ -131,9 +131,10 @@ class FillTable {
 
   // The fill for `digest`, joined if one is in flight, else started on `loop` (the caller's).
   // `repository_key` is the cache's repository the blob is linked into when it lands.
+  // `joined` (optional) says whether a fill in flight was joined.
   std::shared_ptr<Fill> getOrStart(proxy::Loop& loop, const UpstreamOptions& upstream,
                                    const std::string& digest, const std::string& repository_key,
-                                   const std::string& remote);
+                                   const std::string& remote, bool* joined = nullptr);
 
   size_t inFlight() const;
   // Total fills started (for tests and metrics).

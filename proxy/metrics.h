@@ -1,0 +1,90 @@
+// Counters for what the mirror does, rendered as Prometheus text (/metrics) and summed up for
+// the status JSON (/api/status). Every counter is a relaxed atomic: recording one costs an
+// uncontended increment on the request path.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <string>
+#include <string_view>
+
+namespace regcache::proxy {
+
+// The routes requests are counted under.
+enum class RouteKind { kBase, kCatalog, kTags, kManifest, kBlob, kUpload, kReferrers, kOther };
+inline constexpr size_t kRouteKinds = 8;
+
+// How a cache lookup went.
+enum class CacheOutcome { kHit, kMiss, kStale, kRevalidated, kCoalesced };
+inline constexpr size_t kCacheOutcomes = 5;
+
+class Metrics {
+ public:
+  Metrics();
+
+  // One finished request. Any thread.
+  void recordRequest(RouteKind route, int status, double seconds);
+  void recordCache(bool manifest, CacheOutcome outcome);
+  void recordBytes(bool from_upstream, uint64_t bytes);
+  // An upstream failure of `kind` ("unreachable", "5xx", "429", "401", "404", "corrupt").
+  void recordUpstreamError(std::string_view upstream, std::string_view kind);
+  void recordEviction(uint64_t bytes);
+
+  // Gauges read when rendering.
+  struct Gauges {
+    std::function<uint64_t()> fills_in_flight;
+    std::function<uint64_t()> connections;
+    std::function<uint64_t()> disk_bytes_used;
+    uint64_t disk_bytes_bound = 0;
+  };
+  void setGauges(Gauges gauges);
+  // Set before the server starts; read from any thread afterwards.
+  void setConnectionsGauge(std::function<uint64_t()> connections) {
+    gauges_.connections = std::move(connections);
+  }
+
+  // Prometheus text exposition format 0.0.4.
+  std::string renderPrometheus() const;
+
+  struct Summary {
+    uint64_t hits = 0, misses = 0, stale = 0, revalidated = 0, coalesced = 0;
+    uint64_t bytes_from_cache = 0, bytes_from_upstream = 0;
+    uint64_t evictions = 0, evicted_bytes = 0;
+    uint64_t requests = 0;
+    double hitRatio() const;
+  };
+  Summary summary() const;
+  const Gauges& gauges() const { return gauges_; }
+  std::chrono::steady_clock::time_point started() const { return started_; }
+
+ private:
+  static constexpr size_t kStatusSlots = 20;
+  static constexpr size_t kBuckets = 15;  // including +Inf
+  static size_t statusSlot(int status);
+
+  struct RouteCounters {
+    std::array<std::atomic<uint64_t>, kStatusSlots> by_status{};
+    std::array<std::atomic<uint64_t>, kBuckets> buckets{};
+    std::atomic<uint64_t> count{0};
+    std::atomic<uint64_t> sum_micros{0};
+  };
+
+  std::chrono::steady_clock::time_point started_;
+  std::array<RouteCounters, kRouteKinds> routes_;
+  std::array<std::array<std::atomic<uint64_t>, kCacheOutcomes>, 2> cache_{};  // [manifest]
+  std::atomic<uint64_t> bytes_cache_{0};
+  std::atomic<uint64_t> bytes_upstream_{0};
+  std::atomic<uint64_t> evictions_{0};
+  std::atomic<uint64_t> evicted_bytes_{0};
+  Gauges gauges_;
+
+  mutable std::mutex mu_;
+  std::map<std::pair<std::string, std::string>, uint64_t> upstream_errors_;  // guarded by mu_
+};
+
+}  // namespace regcache::proxy
