@@ -313,6 +313,32 @@ void scan(MDB_txn* txn, MDB_dbi dbi, std::string_view from, std::string_view pre
   logScanError(rc);
 }
 
+// The whole-index walk behind the forEach* methods: like scan() over a whole database, except
+// that a cursor error comes back as kIo instead of a silently short list.
+template <typename Visit>
+Status walk(MDB_txn* txn, MDB_dbi dbi, Visit&& visit) {
+  if (txn == nullptr) {
+    return finishedTxn();
+  }
+  Cursor cursor(txn, dbi);
+  int rc = cursor.seek("");
+  for (; rc == 0; rc = cursor.next()) {
+    if (!visit(cursor.key(), cursor.value())) {
+      return Status::ok();
+    }
+  }
+  return rc == MDB_NOTFOUND ? Status::ok() : mdbError(rc, "walk");
+}
+
+// Splits a two-part key at its first '\0' (no part may contain one).
+std::pair<std::string_view, std::string_view> splitKey(std::string_view key) {
+  size_t nul = key.find('\0');
+  if (nul == std::string_view::npos) {
+    return {key, {}};
+  }
+  return {key.substr(0, nul), key.substr(nul + 1)};
+}
+
 // ---------------------------------------------------------------------------------------------
 // Reads shared by ReadTxn and WriteTxn
 // ---------------------------------------------------------------------------------------------
@@ -346,6 +372,45 @@ Result<TagView> readTag(MDB_txn* txn, const Index::Dbs& dbs, std::string_view re
     return value.status();
   }
   return decodeTag(*value);
+}
+
+Result<UploadRecord> readUpload(MDB_txn* txn, const Index::Dbs& dbs, std::string_view uuid) {
+  Result<std::string_view> value = getValue(txn, dbs.uploads, uuid);
+  if (!value) {
+    return value.status();
+  }
+  UploadRecord record;
+  if (!decodeUpload(*value, &record)) {
+    return corrupt("index: undecodable upload record");
+  }
+  return record;
+}
+
+Status walkBlobs(MDB_txn* txn, const Index::Dbs& dbs, const BlobVisitor& visit) {
+  return walk(txn, dbs.blobs, [&](std::string_view key, std::string_view value) {
+    return visit(key, decodeBlob(value));
+  });
+}
+
+Status walkLinks(MDB_txn* txn, const Index::Dbs& dbs, const LinkVisitor& visit) {
+  return walk(txn, dbs.links, [&](std::string_view key, std::string_view) {
+    auto [repository, digest] = splitKey(key);
+    return visit(repository, digest);
+  });
+}
+
+Status walkManifests(MDB_txn* txn, const Index::Dbs& dbs, const ManifestVisitor& visit) {
+  return walk(txn, dbs.manifests, [&](std::string_view key, std::string_view value) {
+    auto [repository, digest] = splitKey(key);
+    return visit(repository, digest, decodeManifest(value));
+  });
+}
+
+Status walkTags(MDB_txn* txn, const Index::Dbs& dbs, const TagVisitor& visit) {
+  return walk(txn, dbs.tags, [&](std::string_view key, std::string_view value) {
+    auto [repository, tag] = splitKey(key);
+    return visit(repository, tag, decodeTag(value));
+  });
 }
 
 }  // namespace
@@ -442,15 +507,7 @@ std::vector<ReferrerRecord> ReadTxn::referrers(std::string_view repository,
 }
 
 Result<UploadRecord> ReadTxn::upload(std::string_view uuid) const {
-  Result<std::string_view> value = getValue(txn_, index_->dbs().uploads, uuid);
-  if (!value) {
-    return value.status();
-  }
-  UploadRecord record;
-  if (!decodeUpload(*value, &record)) {
-    return corrupt("index: undecodable upload record");
-  }
-  return record;
+  return readUpload(txn_, index_->dbs(), uuid);
 }
 
 std::vector<std::pair<std::string, UploadRecord>> ReadTxn::uploads() const {
@@ -463,6 +520,22 @@ std::vector<std::pair<std::string, UploadRecord>> ReadTxn::uploads() const {
     return true;
   });
   return out;
+}
+
+Status ReadTxn::forEachBlob(const BlobVisitor& visit) const {
+  return walkBlobs(txn_, index_->dbs(), visit);
+}
+
+Status ReadTxn::forEachLink(const LinkVisitor& visit) const {
+  return walkLinks(txn_, index_->dbs(), visit);
+}
+
+Status ReadTxn::forEachManifest(const ManifestVisitor& visit) const {
+  return walkManifests(txn_, index_->dbs(), visit);
+}
+
+Status ReadTxn::forEachTag(const TagVisitor& visit) const {
+  return walkTags(txn_, index_->dbs(), visit);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -495,6 +568,14 @@ Result<ManifestView> WriteTxn::manifest(std::string_view repository,
   return readManifest(txn_, index_->dbs(), repository, digest);
 }
 
+Status WriteTxn::forEachLink(const LinkVisitor& visit) const {
+  return walkLinks(txn_, index_->dbs(), visit);
+}
+
+Status WriteTxn::forEachManifest(const ManifestVisitor& visit) const {
+  return walkManifests(txn_, index_->dbs(), visit);
+}
+
 Status WriteTxn::putBlob(std::string_view digest, const BlobRecord& record) {
   if (Status s = checkKeyParts({digest}); !s) {
     return s;
@@ -512,6 +593,31 @@ Status WriteTxn::putBlob(std::string_view digest, const BlobRecord& record) {
 
 Status WriteTxn::deleteBlob(std::string_view digest) {
   return deleteKey(txn_, index_->dbs().blobs, digest);
+}
+
+// Repositories are collected first and unlinked after: deleting under a live cursor would move
+// it.
+Result<size_t> WriteTxn::deleteBlobAndLinks(std::string_view digest) {
+  std::vector<std::string> repositories;
+  Status s = walkLinks(txn_, index_->dbs(), [&](std::string_view repository, std::string_view d) {
+    if (d == digest) {
+      repositories.emplace_back(repository);
+    }
+    return true;
+  });
+  if (!s) {
+    return s;
+  }
+  for (const std::string& repository : repositories) {
+    if (s = unlink(repository, digest); !s) {
+      return s;
+    }
+  }
+  s = deleteBlob(digest);
+  if (!s && s.code() != Code::kNotFound) {
+    return s;
+  }
+  return repositories.size();
 }
 
 Status WriteTxn::link(std::string_view repository, std::string_view digest) {
@@ -587,6 +693,10 @@ Status WriteTxn::putTag(std::string_view repository, std::string_view tag, std::
 
 Status WriteTxn::deleteTag(std::string_view repository, std::string_view tag) {
   return deleteKey(txn_, index_->dbs().tags, joinKey({repository, tag}));
+}
+
+Result<UploadRecord> WriteTxn::upload(std::string_view uuid) const {
+  return readUpload(txn_, index_->dbs(), uuid);
 }
 
 Status WriteTxn::putUpload(std::string_view uuid, const UploadRecord& record) {

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -74,6 +75,18 @@ struct UploadRecord {
 
 class Index;
 
+// Visitors for the whole-index walks that gc, fsck and du make (forEach* below). Each is called
+// in key order and returns true to go on, false to stop early. Views passed in live as long as
+// the transaction that made the call (for a WriteTxn: until its next write, so do not write from
+// inside a visitor). A record that does not decode is passed as a kCorrupt Result rather than
+// skipped, so a checker can report it.
+using BlobVisitor = std::function<bool(std::string_view digest, const Result<BlobRecord>& record)>;
+using LinkVisitor = std::function<bool(std::string_view repository, std::string_view digest)>;
+using ManifestVisitor = std::function<bool(std::string_view repository, std::string_view digest,
+                                           const Result<ManifestView>& manifest)>;
+using TagVisitor = std::function<bool(std::string_view repository, std::string_view tag,
+                                      const Result<TagView>& tag_record)>;
+
 // A read-only snapshot. Cheap to open; must be used and destroyed on the thread that opened it.
 // Views returned by its methods live until the ReadTxn is destroyed.
 class ReadTxn {
@@ -105,6 +118,13 @@ class ReadTxn {
   // Every upload in progress, as (uuid, record).
   std::vector<std::pair<std::string, UploadRecord>> uploads() const;
 
+  // Whole-index walks. Unlike the listings above, a walk cut short by a storage error says so
+  // (kIo): gc must never mistake half a list of links for all of them.
+  Status forEachBlob(const BlobVisitor& visit) const;
+  Status forEachLink(const LinkVisitor& visit) const;
+  Status forEachManifest(const ManifestVisitor& visit) const;
+  Status forEachTag(const TagVisitor& visit) const;
+
  private:
   friend class Index;
   ReadTxn(const Index* index, MDB_txn* txn) : index_(index), txn_(txn) {}
@@ -133,10 +153,19 @@ class WriteTxn {
   Result<TagView> tag(std::string_view repository, std::string_view tag) const;
   Result<ManifestView> manifest(std::string_view repository, std::string_view digest) const;
 
+  // The same walks as ReadTxn's, seeing this transaction's own writes.
+  Status forEachLink(const LinkVisitor& visit) const;
+  Status forEachManifest(const ManifestVisitor& visit) const;
+
   // Inserts or replaces the blob record. Flags are OR-ed into an existing record's.
   Status putBlob(std::string_view digest, const BlobRecord& record);
   // kNotFound when absent.
   Status deleteBlob(std::string_view digest);
+  // Deletes the blob record, if any, and its link from every repository: what makes a blob
+  // unknown everywhere, so the next pull refetches it or a client pushes it again. Returns how
+  // many links went. Walks every link (there is no reverse index from digest to repository):
+  // meant for fsck's rare repairs, not for request paths.
+  Result<size_t> deleteBlobAndLinks(std::string_view digest);
   Status link(std::string_view repository, std::string_view digest);
   // kNotFound when the link did not exist.
   Status unlink(std::string_view repository, std::string_view digest);
@@ -153,6 +182,8 @@ class WriteTxn {
   // kNotFound when absent.
   Status deleteTag(std::string_view repository, std::string_view tag);
 
+  // kNotFound when absent.
+  Result<UploadRecord> upload(std::string_view uuid) const;
   Status putUpload(std::string_view uuid, const UploadRecord& record);
   // kNotFound when absent.
   Status deleteUpload(std::string_view uuid);

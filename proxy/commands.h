@@ -31,5 +31,8 @@ std::optional<Config> loadCommandConfig(const CommonOptions& common);
 
 // The commands. `args` are the words after the command name.
 int serveCommand(const std::vector<std::string>& args);
+int gcCommand(const std::vector<std::string>& args);    // cmd_gc.cc
+int fsckCommand(const std::vector<std::string>& args);  // cmd_fsck.cc
+int duCommand(const std::vector<std::string>& args);    // cmd_du.cc
 
 }  // namespace regcache::proxy

@@ -41,6 +41,15 @@ const Command kCommands[] = {
     {"serve", regcache::proxy::serveCommand,
      "serve [-c FILE] [--listen ADDR] [--data-dir DIR] [--offline]\n"
      "                  run the registry mirror (embedded defaults without -c)"},
+    {"gc", regcache::proxy::gcCommand,
+     "gc [-c FILE] [--data-dir DIR] [--dry-run] [--grace DUR]\n"
+     "                  remove blobs, temp and upload files nothing needs (server may run)"},
+    {"fsck", regcache::proxy::fsckCommand,
+     "fsck [-c FILE] [--data-dir DIR] [--repair] [--grace DUR]\n"
+     "                  re-hash every blob, check the index against the disk; exit 1 on problems"},
+    {"du", regcache::proxy::duCommand,
+     "du [-c FILE] [--data-dir DIR] [--json] [--server URL]\n"
+     "                  bytes per upstream and repository, cached vs pushed, hit ratio"},
     {"version", versionCommand, "version         print the version and the library versions"},
 };
 
