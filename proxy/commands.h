@@ -34,5 +34,8 @@ int serveCommand(const std::vector<std::string>& args);
 int gcCommand(const std::vector<std::string>& args);    // cmd_gc.cc
 int fsckCommand(const std::vector<std::string>& args);  // cmd_fsck.cc
 int duCommand(const std::vector<std::string>& args);    // cmd_du.cc
+int warmCommand(const std::vector<std::string>& args);    // cmd_warm.cc
+int exportCommand(const std::vector<std::string>& args);  // cmd_export.cc
+int importCommand(const std::vector<std::string>& args);  // cmd_import.cc
 
 }  // namespace regcache::proxy

@@ -50,6 +50,15 @@ const Command kCommands[] = {
     {"du", regcache::proxy::duCommand,
      "du [-c FILE] [--data-dir DIR] [--json] [--server URL]\n"
      "                  bytes per upstream and repository, cached vs pushed, hit ratio"},
+    {"warm", regcache::proxy::warmCommand,
+     "warm [-c FILE] [--data-dir DIR] [--platform os/arch[/variant]] [-f FILE] REF...\n"
+     "                  pull images into the cache through the serve path (server may run)"},
+    {"export", regcache::proxy::exportCommand,
+     "export -o FILE [-c FILE] [--data-dir DIR] (REF... | --all | --since DUR)\n"
+     "                  write cached images as an OCI image layout tar (server may run)"},
+    {"import", regcache::proxy::importCommand,
+     "import [-c FILE] [--data-dir DIR] FILE\n"
+     "                  verify and load an OCI image layout tar (server may run)"},
     {"version", versionCommand, "version         print the version and the library versions"},
 };
 
