@@ -510,6 +510,19 @@ Result<UploadRecord> ReadTxn::upload(std::string_view uuid) const {
   return readUpload(txn_, index_->dbs(), uuid);
 }
 
+Result<int64_t> ReadTxn::access(std::string_view repository, std::string_view digest) const {
+  Result<std::string_view> value = getValue(txn_, index_->dbs().access, joinKey({repository, digest}));
+  if (!value) {
+    return value.status();
+  }
+  Decoder d(*value);
+  int64_t when = d.i64();
+  if (!d.ok()) {
+    return corrupt("index: undecodable access time");
+  }
+  return when;
+}
+
 std::vector<std::pair<std::string, UploadRecord>> ReadTxn::uploads() const {
   std::vector<std::pair<std::string, UploadRecord>> out;
   scan(txn_, index_->dbs().uploads, "", "", [&](std::string_view key, std::string_view value) {
@@ -699,6 +712,15 @@ Result<UploadRecord> WriteTxn::upload(std::string_view uuid) const {
   return readUpload(txn_, index_->dbs(), uuid);
 }
 
+Status WriteTxn::putAccess(std::string_view repository, std::string_view digest, int64_t when) {
+  return putValue(txn_, index_->dbs().access, joinKey({repository, digest}),
+                  Encoder().i64(when).bytes());
+}
+
+Status WriteTxn::deleteAccess(std::string_view repository, std::string_view digest) {
+  return deleteKey(txn_, index_->dbs().access, joinKey({repository, digest}));
+}
+
 Status WriteTxn::putUpload(std::string_view uuid, const UploadRecord& record) {
   if (Status s = checkKeyParts({uuid}); !s) {
     return s;
@@ -725,7 +747,7 @@ Status WriteTxn::commit() {
 
 namespace {
 
-constexpr unsigned kDbCount = 6;
+constexpr unsigned kDbCount = 7;
 // Every ReadTxn holds a slot (MDB_NOTLS ties slots to transactions, not threads), and other
 // processes (gc, fsck, du) share the table; LMDB's default of 126 is tight.
 constexpr unsigned kMaxReaders = 512;
@@ -739,6 +761,7 @@ Status openDbs(MDB_env* env, Index::Dbs* dbs) {
   std::pair<const char*, unsigned*> named[] = {
       {"blobs", &dbs->blobs}, {"links", &dbs->links},         {"manifests", &dbs->manifests},
       {"tags", &dbs->tags},   {"referrers", &dbs->referrers}, {"uploads", &dbs->uploads},
+      {"access", &dbs->access},
   };
   for (auto& [name, dbi] : named) {
     MDB_dbi handle = 0;

@@ -114,6 +114,10 @@ class ReadTxn {
   // Manifests in `repository` whose subject is `subject`.
   std::vector<ReferrerRecord> referrers(std::string_view repository,
                                         std::string_view subject) const;
+  // When the cached manifest was last served (unix seconds), as recorded by eviction's
+  // recency batches. kNotFound when never recorded.
+  Result<int64_t> access(std::string_view repository, std::string_view digest) const;
+
   Result<UploadRecord> upload(std::string_view uuid) const;
   // Every upload in progress, as (uuid, record).
   std::vector<std::pair<std::string, UploadRecord>> uploads() const;
@@ -184,6 +188,11 @@ class WriteTxn {
 
   // kNotFound when absent.
   Result<UploadRecord> upload(std::string_view uuid) const;
+  // Last-use times of cached manifests, for eviction (cache/eviction.h).
+  Status putAccess(std::string_view repository, std::string_view digest, int64_t when);
+  // kNotFound when absent.
+  Status deleteAccess(std::string_view repository, std::string_view digest);
+
   Status putUpload(std::string_view uuid, const UploadRecord& record);
   // kNotFound when absent.
   Status deleteUpload(std::string_view uuid);
@@ -217,7 +226,7 @@ class Index {
 
   // Named databases; public so the transaction classes can reach them.
   struct Dbs {
-    unsigned blobs, links, manifests, tags, referrers, uploads;
+    unsigned blobs, links, manifests, tags, referrers, uploads, access;
   };
   const Dbs& dbs() const { return dbs_; }
 

@@ -58,8 +58,8 @@ void Metrics::recordUpstreamError(std::string_view upstream, std::string_view ki
   ++upstream_errors_[{std::string(upstream), std::string(kind)}];
 }
 
-void Metrics::recordEviction(uint64_t bytes) {
-  evictions_.fetch_add(1, std::memory_order_relaxed);
+void Metrics::recordEviction(uint64_t items, uint64_t bytes) {
+  evictions_.fetch_add(items, std::memory_order_relaxed);
   evicted_bytes_.fetch_add(bytes, std::memory_order_relaxed);
 }
 

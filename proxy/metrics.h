@@ -33,7 +33,7 @@ class Metrics {
   void recordBytes(bool from_upstream, uint64_t bytes);
   // An upstream failure of `kind` ("unreachable", "5xx", "429", "401", "404", "corrupt").
   void recordUpstreamError(std::string_view upstream, std::string_view kind);
-  void recordEviction(uint64_t bytes);
+  void recordEviction(uint64_t items, uint64_t bytes);
 
   // Gauges read when rendering.
   struct Gauges {
@@ -43,10 +43,6 @@ class Metrics {
     uint64_t disk_bytes_bound = 0;
   };
   void setGauges(Gauges gauges);
-  // Set before the server starts; read from any thread afterwards.
-  void setConnectionsGauge(std::function<uint64_t()> connections) {
-    gauges_.connections = std::move(connections);
-  }
 
   // Prometheus text exposition format 0.0.4.
   std::string renderPrometheus() const;

@@ -1,6 +1,7 @@
 // Pull-through: manifests revalidated and fetched once, blobs filled once, stale when down.
 #include "proxy/pull_through.h"
 
+#include <cstdlib>
 #include <ctime>
 #include <fstream>
 #include <sstream>
@@ -269,7 +270,10 @@ PullThrough::PullThrough(const Config& config, const cache::Index& index,
       tokens_(std::make_shared<upstream::TokenCache>()),
       fills_(index, store, pool, [this](Loop& loop) -> upstream::Client& {
         return clientFor(loop);
-      }) {
+      }),
+      // Only for measuring what recording costs (tests/bench): eviction then sees creation
+      // times instead of last use.
+      record_recency_(std::getenv("REGCACHE_BENCH_NO_RECENCY") == nullptr) {
   for (const auto& u : config.upstreams) {
     upstream::UpstreamOptions base;
     base.name = u.name;
@@ -354,6 +358,7 @@ void PullThrough::getManifest(const std::shared_ptr<http::Exchange>& ex, const R
                    nowSeconds() - checked < repo.upstream->tag_ttl.count();
       if (have_cached && fresh) {
         ex->addLogField("cache=hit");
+        if (record_recency_) recency_.touch(repo.key, digest, nowSeconds());
         respond(ex, manifestResponse(ex->request(), manifest->media_type, digest,
                                      manifest->bytes));
         return;
@@ -406,6 +411,7 @@ void PullThrough::serveResolution(const std::shared_ptr<http::Exchange>& ex, con
   }
   http::Response response =
       manifestResponse(request, manifest->media_type, digest, manifest->bytes);
+  if (record_recency_) recency_.touch(repo.key, digest, nowSeconds());
   if (stale) {
     response.headers.add("Warning", "110 regcache \"Response is stale\"");
     stale_served_.fetch_add(1);

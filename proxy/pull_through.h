@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "cache/blob_store.h"
+#include "cache/eviction.h"
 #include "cache/index.h"
 #include "proxy/config.h"
 #include "proxy/http.h"
@@ -64,6 +65,8 @@ class PullThrough {
                const Repository& repo, std::function<void()> cached);
 
   upstream::FillTable& fills() { return fills_; }
+  // When each cached manifest was last served, for eviction.
+  cache::Recency& recency() { return recency_; }
   uint64_t staleServed() const { return stale_served_.load(); }
 
  private:
@@ -101,6 +104,8 @@ class PullThrough {
       resolving_;                              // guarded by mu_
   std::unordered_set<std::string> warned_;     // guarded by mu_: stale tags already logged
   upstream::FillTable fills_;
+  cache::Recency recency_;
+  const bool record_recency_;
   std::atomic<uint64_t> stale_served_{0};
 };
 

@@ -183,7 +183,7 @@ Registry::Registry(const Config& config, const cache::Index& index,
   Metrics::Gauges gauges;
   gauges.fills_in_flight = [this] { return pull_.fills().inFlight(); };
   gauges.disk_bytes_bound = config.max_cache_size;
-  metrics_.setGauges(std::move(gauges));
+  metrics_.setGauges(std::move(gauges));  // serve() adds what only it knows
 }
 
 std::unique_ptr<http::Handler> Registry::onRequest(std::shared_ptr<http::Exchange> ex) {

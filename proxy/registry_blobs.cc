@@ -371,7 +371,13 @@ std::unique_ptr<http::Handler> Registry::mountBlob(const ExchangePtr& ex, const 
         [this, repo_key, key]() -> Status {
           auto txn = index_.write();
           if (!txn) return txn.status();
-          Status status = txn->link(repo_key, key);
+          // Checked again under the writer lock: gc or eviction may have taken it since.
+          auto record = txn->blob(key);
+          if (!record) return notFound("blob " + key + " is no longer held");
+          // Mounted into a local repository, it is pushed content now: never evicted.
+          record->flags |= cache::kBlobPushed;
+          Status status = txn->putBlob(key, *record);
+          if (status) status = txn->link(repo_key, key);
           return status ? txn->commit() : status;
         },
         [weak, route, digest](Status status) {

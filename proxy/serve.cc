@@ -10,6 +10,7 @@
 
 #include "cache/blob_store.h"
 #include "cache/index.h"
+#include "proxy/housekeeping.h"
 #include "proxy/http.h"
 #include "proxy/loop.h"
 #include "proxy/registry.h"
@@ -19,8 +20,8 @@ namespace regcache::proxy {
 
 namespace {
 
-// How often abandoned uploads are looked for.
-constexpr int kUploadSweepSeconds = 600;
+// How often the housekeeping chores (recency, eviction, idle uploads) are looked at.
+constexpr int kTickSeconds = 5;
 
 }  // namespace
 
@@ -69,7 +70,13 @@ int serve(const Config& config) {
   options.port = listen->port;
   options.threads = config.threads;
   http::Server server(options, registry);
-  registry.metrics().setConnectionsGauge([&server] { return server.connections(); });
+  Housekeeper housekeeper(config, **index, **store, registry, *pool);
+  Metrics::Gauges gauges;
+  gauges.fills_in_flight = [&registry] { return registry.pullThrough().fills().inFlight(); };
+  gauges.connections = [&server] { return server.connections(); };
+  gauges.disk_bytes_used = [&housekeeper] { return housekeeper.cachedBytes(); };
+  gauges.disk_bytes_bound = config.max_cache_size;
+  registry.metrics().setGauges(std::move(gauges));  // before the loops read them
   if (Status status = server.start(); !status) {
     spdlog::error("serve.listen addr={} error=\"{}\"", config.listen, status.message());
     return 1;
@@ -84,9 +91,10 @@ int serve(const Config& config) {
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGHUP);
-  int64_t upload_ttl = config.upload_ttl.count();
+  housekeeper.tick(std::time(nullptr));
+
   while (true) {
-    timespec timeout{kUploadSweepSeconds, 0};
+    timespec timeout{kTickSeconds, 0};
     int sig = sigtimedwait(&signals, nullptr, &timeout);
     if (sig == SIGTERM || sig == SIGINT) {
       spdlog::info("serve.stop signal={}", sig == SIGTERM ? "TERM" : "INT");
@@ -99,10 +107,7 @@ int serve(const Config& config) {
       spdlog::info("serve.reload ignored: reload is not supported yet");
       continue;
     }
-    pool->submit([&registry, upload_ttl] {
-      size_t expired = registry.uploads().expire(std::time(nullptr), upload_ttl);
-      if (expired > 0) spdlog::info("uploads.expired count={}", expired);
-    });
+    housekeeper.tick(std::time(nullptr));
   }
   server.stop();
   registry.shutdown();

@@ -21,9 +21,17 @@ constexpr int kMaxResumes = 3;
 // wake-up, whichever comes first: often enough for a slow drip, rarely enough for 1 GB/s.
 constexpr uint64_t kWakeBytes = 64 * 1024;
 constexpr auto kWakeInterval = std::chrono::milliseconds(5);
+// Readers hand the socket at least this much at a time (one sendfile segment).
+constexpr size_t kMinSegment = 1 << 20;
 
 bool isTerminal(Fill::State state) {
   return state == Fill::State::kDone || state == Fill::State::kFailed;
+}
+
+// Every byte is in and hashed right: readers may have all of it, while the fsync, rename and
+// index write go on (a client needs correct bytes, not durable ones).
+bool isVerified(Fill::State state) {
+  return state == Fill::State::kVerifying || state == Fill::State::kDone;
 }
 
 }  // namespace
@@ -46,7 +54,7 @@ class FillReader : public proxy::http::BodySource {
     Fill::State state = fill_->progress().state;
     if (state == Fill::State::kFailed) return Pull::kFailed;
     uint64_t readable = fill_->readable();
-    uint64_t end = end_ ? *end_ : (state == Fill::State::kDone ? readable : UINT64_MAX);
+    uint64_t end = end_ ? *end_ : (isVerified(state) ? readable : UINT64_MAX);
     if (offset_ >= end) return Pull::kDone;
 
     uint64_t available = std::min(readable, end);
@@ -54,17 +62,23 @@ class FillReader : public proxy::http::BodySource {
       fill_->notifyOnProgress(loop_, alive_, wake_, readable, state);
       return Pull::kWait;
     }
-    size_t want = static_cast<size_t>(std::min<uint64_t>(max_bytes, available - offset_));
-    evbuffer_iovec vec;
-    if (evbuffer_reserve_space(out, static_cast<ev_ssize_t>(want), &vec, 1) < 1) {
+    uint64_t want = std::min<uint64_t>(std::max<size_t>(max_bytes, kMinSegment),
+                                       available - offset_);
+    // A file segment goes out with sendfile: no copy through user space. It gets its own
+    // descriptor, closed when the buffer lets go of it, because the buffer may outlive this
+    // reader and the fill.
+    int fd = ::dup(fill_->fd());
+    if (fd < 0) return Pull::kFailed;
+    evbuffer_file_segment* segment = evbuffer_file_segment_new(
+        fd, static_cast<ev_off_t>(offset_), static_cast<ev_off_t>(want), EVBUF_FS_CLOSE_ON_FREE);
+    if (segment == nullptr) {
+      ::close(fd);
       return Pull::kFailed;
     }
-    ssize_t got = ::pread(fill_->fd(), vec.iov_base, std::min(want, vec.iov_len),
-                          static_cast<off_t>(offset_));
-    if (got <= 0) return Pull::kFailed;
-    vec.iov_len = static_cast<size_t>(got);
-    evbuffer_commit_space(out, &vec, 1);
-    offset_ += static_cast<uint64_t>(got);
+    int added = evbuffer_add_file_segment(out, segment, 0, static_cast<ev_off_t>(want));
+    evbuffer_file_segment_free(segment);
+    if (added != 0) return Pull::kFailed;
+    offset_ += want;
     return offset_ >= end ? Pull::kDone : Pull::kMore;
   }
 
@@ -112,7 +126,7 @@ int Fill::upstreamStatus() const {
 uint64_t Fill::readable() const {
   uint64_t written = written_.load();
   std::lock_guard lock(mu_);
-  if (state_ == State::kDone) return written;
+  if (isVerified(state_)) return written;
   return written == 0 ? 0 : written - 1;
 }
 
@@ -121,7 +135,7 @@ void Fill::notifyOnProgress(proxy::Loop& loop, std::weak_ptr<void> alive,
                             State seen_state) {
   std::unique_lock lock(mu_);
   uint64_t written = written_.load();
-  uint64_t readable = state_ == State::kDone ? written : (written == 0 ? 0 : written - 1);
+  uint64_t readable = isVerified(state_) ? written : (written == 0 ? 0 : written - 1);
   if (state_ == seen_state && readable == seen_readable && !isTerminal(state_)) {
     waiters_.push_back({&loop, std::move(alive), std::move(wake)});
     return;
@@ -295,6 +309,7 @@ void Fill::verify() {
     std::lock_guard lock(mu_);
     state_ = State::kVerifying;
   }
+  wakeWaiters(true);
   uint64_t size = written_.load();
   const cache::BlobStore& store = table_.store_;
   const cache::Index& index = table_.index_;
@@ -319,6 +334,7 @@ void Fill::verify() {
           self->fail(status);
           return;
         }
+        self->table_.stored_bytes_.fetch_add(size);
         spdlog::debug("fill.done digest={} bytes={} upstream={} readers={}", self->digest_,
                       size, self->upstream_.name, self->readers_.load());
         self->finish(State::kDone);

@@ -4,8 +4,9 @@
 //
 // A fill runs on the loop of the request that started it (its upstream Client lives there);
 // readers may be on any loop. Readers never see a byte the fill has not verified the blob
-// would end with: the last byte is held back until the digest checks out, so a client of a
-// failed fill always gets a short body (a failed transfer), never a complete wrong one.
+// would end with: the last byte is held back until the digest checks out (not until it is
+// durable), so a client of a failed fill always gets a short body (a failed transfer), never a
+// complete wrong one.
 #pragma once
 
 #include <atomic>
@@ -56,7 +57,7 @@ class Fill : public std::enable_shared_from_this<Fill> {
   // (with upstream's HTTP status in `upstreamStatus()` when it answered).
   Status error() const;
   int upstreamStatus() const;
-  // How many bytes a reader may send now: all when done, else all but the last byte.
+  // How many bytes a reader may send now: all once verified, else all but the last byte.
   uint64_t readable() const;
   // The temp file (valid while the Fill lives; pread it).
   int fd() const { return fd_; }
@@ -139,6 +140,8 @@ class FillTable {
   size_t inFlight() const;
   // Total fills started (for tests and metrics).
   uint64_t started() const { return started_.load(); }
+  // Bytes of blobs fills have stored since start (for the cache size estimate).
+  uint64_t storedBytes() const { return stored_bytes_.load(); }
 
  private:
   friend class Fill;
@@ -151,6 +154,7 @@ class FillTable {
   mutable std::mutex mu_;
   std::unordered_map<std::string, std::shared_ptr<Fill>> fills_;  // guarded by mu_
   std::atomic<uint64_t> started_{0};
+  std::atomic<uint64_t> stored_bytes_{0};
 };
 
 }  // namespace regcache::upstream
