@@ -174,18 +174,27 @@ bool BlobStore::hasBlob(const Digest& digest) const {
 // (fsync, then rename), and the name reaches the disk before the caller indexes the blob
 // (fsync of the fan-out directory). A crash in between leaves at worst a stray temp file.
 Status BlobStore::commit(const std::filesystem::path& temp, const Digest& digest) const {
+  if (hasBlob(digest)) {
+    return ::unlink(temp.c_str()) == 0 ? Status::ok() : errnoStatus("unlink", temp, errno);
+  }
+  if (Status s = prepare(temp); !s) {
+    return s;
+  }
+  return place(temp, digest);
+}
+
+Status BlobStore::prepare(const std::filesystem::path& temp) const {
+  return fsyncPath(temp, O_RDONLY);
+}
+
+Status BlobStore::place(const std::filesystem::path& temp, const Digest& digest) const {
   std::filesystem::path target = blobPath(digest);
   if (hasBlob(digest)) {
     return ::unlink(temp.c_str()) == 0 ? Status::ok() : errnoStatus("unlink", temp, errno);
   }
-
-  if (Status s = fsyncPath(temp, O_RDONLY); !s) {
-    return s;
-  }
   if (Status s = ensureDir(target.parent_path()); !s) {
     return s;
   }
-
   int err = renameNoReplace(temp, target);
   if (err == EEXIST) {
     return ::unlink(temp.c_str()) == 0 ? Status::ok() : errnoStatus("unlink", temp, errno);

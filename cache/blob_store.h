@@ -64,6 +64,14 @@ class BlobStore {
   // Blocking: never on the event loop.
   Status commit(const std::filesystem::path& temp, const Digest& digest) const;
 
+  // commit() in two steps, for callers that index the blob in the same breath. prepare()
+  // fsyncs the temp file (slow: do it first); place() then renames it into place or, when the
+  // blob is already stored, deletes it. Called inside the index write transaction that records
+  // the blob, place() cannot race gc, which only unlinks blob files while it holds the writer
+  // lock and sees no record: either the file is there and stays, or it is put back. Blocking.
+  Status prepare(const std::filesystem::path& temp) const;
+  Status place(const std::filesystem::path& temp, const Digest& digest) const;
+
   // Writes `data` as the blob `digest` (temp file, fsync, rename). Blocking.
   Status writeBlob(const Digest& digest, std::string_view data) const;
 

@@ -243,6 +243,7 @@ void Registry::linkLater(const std::string& repository, const std::string& diges
   const cache::Index& index = index_;
   pool_.submit([&index, repository, digest] {
     auto txn = index.write();
+    if (txn && !txn->blob(digest)) return;  // gone since (gc, eviction): nothing to link
     Status status = txn ? txn->link(repository, digest) : txn.status();
     if (status) status = txn->commit();
     if (!status) spdlog::warn("blob.link repository={} error=\"{}\"", repository, status.message());

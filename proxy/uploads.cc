@@ -211,14 +211,18 @@ Result<cache::Digest> UploadTable::hashFile(const Upload& upload,
 }
 
 Status UploadTable::commit(const std::shared_ptr<Upload>& upload, const cache::Digest& digest) {
-  // The file goes into the store first, then the index says so: a crash in between leaves
-  // a blob file nobody references (gc's to take), never an index entry without its file.
-  Status status = store_.commit(upload->path_, digest);
+  // The bytes are made durable first, outside the writer lock; then, under it, the file is
+  // put in place (or dropped for the copy already stored) and indexed. A crash before the
+  // index commit leaves a blob file nobody references (gc's to take), never an entry without
+  // its file, and gc cannot take the stored copy between our look at it and our record.
+  Status status = store_.prepare(upload->path_);
   if (!status) return status;
-  upload->committed_ = true;
 
   auto txn = index_.write();
   if (!txn) return txn.status();
+  status = store_.place(upload->path_, digest);
+  if (!status) return status;
+  upload->committed_ = true;
   cache::BlobRecord record{upload->size_, nowSeconds(), cache::kBlobPushed};
   status = txn->putBlob(digest.str(), record);
   if (status) status = txn->link(upload->repository_, digest.str());

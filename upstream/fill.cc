@@ -318,10 +318,13 @@ void Fill::verify() {
   table_.pool_.run(
       *loop_,
       [&store, &index, temp, actual, size, repository]() -> Status {
-        Status status = store.commit(temp, actual);
+        // Durable first, then placed and indexed under the writer lock (see BlobStore::place).
+        Status status = store.prepare(temp);
         if (!status) return status;
         auto txn = index.write();
         if (!txn) return txn.status();
+        status = store.place(temp, actual);
+        if (!status) return status;
         cache::BlobRecord record{size, static_cast<int64_t>(std::time(nullptr)),
                                  cache::kBlobCached};
         status = txn->putBlob(actual.str(), record);
