@@ -43,6 +43,7 @@ struct ExportPlan {
   std::vector<std::pair<cache::Digest, uint64_t>> blobs;       // digest, size
   std::set<std::string> seen;                                  // digests already planned
   uint64_t blob_bytes = 0;
+  size_t children_left_out = 0;  // index children not cached (warmed with --platform)
 };
 
 bool parseExportArgs(const std::vector<std::string>& rest, ExportArgs& args) {
@@ -117,7 +118,14 @@ Result<std::string> planManifest(const cache::ReadTxn& txn, const cache::BlobSto
   }
   size_t held = 0;
   for (const Descriptor& child : manifest->manifests) {
-    if (planManifest(txn, store, repository, child.digest, plan)) ++held;
+    auto planned = planManifest(txn, store, repository, child.digest, plan);
+    if (planned) {
+      ++held;
+      continue;
+    }
+    ++plan.children_left_out;
+    std::fprintf(stderr, "export.partial index=%s child=%s reason=\"%s\"\n", digest.c_str(),
+                 child.digest.c_str(), planned.status().message().c_str());
   }
   if (manifest->is_index && held == 0 && !manifest->manifests.empty()) {
     return notFound("index " + digest + " has none of its platforms cached");
@@ -305,10 +313,12 @@ int exportCommand(const std::vector<std::string>& argv) {
     std::fprintf(stderr, "export.image ref=%s digest=%s\n", image.ref_name.c_str(),
                  image.digest.c_str());
   }
-  std::fprintf(
-      stderr, "export.done file=%s images=%zu manifests=%zu blobs=%zu bytes=%llu ms=%lld\n",
-      args.output.c_str(), plan.images.size(), plan.manifests.size(), plan.blobs.size(),
-      static_cast<unsigned long long>(plan.blob_bytes), static_cast<long long>(millisSince(start)));
+  std::fprintf(stderr,
+               "export.done file=%s images=%zu manifests=%zu blobs=%zu bytes=%llu "
+               "children_left_out=%zu ms=%lld\n",
+               args.output.c_str(), plan.images.size(), plan.manifests.size(), plan.blobs.size(),
+               static_cast<unsigned long long>(plan.blob_bytes), plan.children_left_out,
+               static_cast<long long>(millisSince(start)));
   return failed > 0 ? kExitFailed : 0;
 }
 

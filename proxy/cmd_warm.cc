@@ -357,7 +357,9 @@ Status LocalPuller::blobs(const Repository& repo, const std::vector<BlobJob>& jo
       curl_easy_cleanup(msg->easy_handle);
       --active;
     }
-    curl_multi_poll(multi, nullptr, 0, static_cast<int>(kRedrawInterval.count()), nullptr);
+    if (active > 0) {
+      curl_multi_poll(multi, nullptr, 0, static_cast<int>(kRedrawInterval.count()), nullptr);
+    }
     progress.add(0);
   }
   curl_multi_cleanup(multi);

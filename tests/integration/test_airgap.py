@@ -248,6 +248,8 @@ def test_export_writes_an_oci_layout_with_full_refs(exported, images):
     assert len(blob_entries) == len(set(blob_entries)), "a blob written twice"
     plat_amd64 = images["plat"].children[0]
     assert f"blobs/sha256/{plat_amd64.digest.split(':')[1]}" not in names
+    assert f"export.partial index={images['plat'].top.digest} child={plat_amd64.digest}" in \
+        exported[1].stderr, "the platform left out is not reported"
 
 
 def pulled_blobs(layout: Path, digest: str):
