@@ -231,7 +231,7 @@ NOTIFY_SOCKET="$work/notify.sock" setpriv --reuid=regcache --regid=regcache --in
 server_pid=$!
 cd "$work"
 i=0
-until grep -q 'serve.start' "$work/serve.log"; do
+until grep -qs 'serve.start' "$work/serve.log"; do
   kill -0 "$server_pid" 2>/dev/null || { cat "$work/serve.log"; fail "regcache serve exited"; }
   i=$((i + 1)); [ $i -lt 300 ] || { cat "$work/serve.log"; fail "no serve.start in 30 s"; }
   sleep 0.1
