@@ -1,6 +1,7 @@
 #!/bin/sh
 # Installs everything regcache needs to build and test, from Debian 12's packages.
-# Usage: scripts/install-deps.sh [--build-only]
+# Usage: scripts/install-deps.sh [--build-only | --bench]
+#   --bench also installs the peers and profilers tests/bench/run.py uses.
 set -eu
 
 build="build-essential cmake ninja-build pkg-config git
@@ -9,8 +10,11 @@ build="build-essential cmake ninja-build pkg-config git
 tests="python3 python3-pytest python3-requests skopeo umoci docker-registry curl podman containerd
   lintian rpm systemd dpkg-dev fakeroot file"
 
+bench="nginx-light linux-perf valgrind"
+
 packages="$build"
 [ "${1:-}" = "--build-only" ] || packages="$build $tests"
+[ "${1:-}" != "--bench" ] || packages="$packages $bench"
 
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
