@@ -427,6 +427,19 @@ Status Server::start() {
 
 uint16_t Server::port() const { return impl_->port; }
 
+void Server::stopAccepting() {
+  std::lock_guard lock(impl_->mu);
+  if (impl_->stopping) return;
+  for (auto& worker : impl_->workers) {
+    worker->loop.post([w = worker.get()] {
+      if (w->listener != nullptr) {
+        evconnlistener_free(w->listener);
+        w->listener = nullptr;
+      }
+    });
+  }
+}
+
 void Server::stop() {
   {
     std::lock_guard lock(impl_->mu);

@@ -179,6 +179,9 @@ class Server {
   uint16_t port() const;
   // Stops accepting, closes connections, joins the threads. Idempotent.
   void stop();
+  // Stops accepting new connections; open ones go on being served (a graceful stop's first
+  // step). Thread-safe; idempotent.
+  void stopAccepting();
   // Blocks until stop() is called from another thread or a signal handler's loop callback.
   void wait();
 

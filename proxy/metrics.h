@@ -27,6 +27,12 @@ class Metrics {
  public:
   Metrics();
 
+  // A request whose headers arrived, and one that is over (answered or aborted). The
+  // difference is what a graceful stop waits for. Any thread.
+  void requestStarted() { in_flight_.fetch_add(1, std::memory_order_relaxed); }
+  void requestEnded() { in_flight_.fetch_sub(1, std::memory_order_relaxed); }
+  int64_t inFlight() const { return in_flight_.load(std::memory_order_relaxed); }
+
   // One finished request. Any thread.
   void recordRequest(RouteKind route, int status, double seconds);
   void recordCache(bool manifest, CacheOutcome outcome);
@@ -77,6 +83,7 @@ class Metrics {
   std::atomic<uint64_t> bytes_upstream_{0};
   std::atomic<uint64_t> evictions_{0};
   std::atomic<uint64_t> evicted_bytes_{0};
+  std::atomic<int64_t> in_flight_{0};
   Gauges gauges_;
 
   mutable std::mutex mu_;

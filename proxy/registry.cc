@@ -96,6 +96,7 @@ std::optional<CacheOutcome> cacheOutcome(std::string_view fields) {
 }  // namespace
 
 void Registry::onFinished(const http::Request* request, const http::Completion& completion) {
+  if (request != nullptr) metrics_.requestEnded();
   RouteKind route = request ? routeKind(request->path) : RouteKind::kOther;
   metrics_.recordRequest(route, completion.status, completion.seconds);
   if (route != RouteKind::kManifest && route != RouteKind::kBlob) return;
@@ -187,6 +188,7 @@ Registry::Registry(const Config& config, const cache::Index& index,
 }
 
 std::unique_ptr<http::Handler> Registry::onRequest(std::shared_ptr<http::Exchange> ex) {
+  metrics_.requestStarted();
   const http::Request& request = ex->request();
   if (!request.path.starts_with("/v2") && serveOperational(ex)) return nullptr;
   auto route = parseRoute(request.path);

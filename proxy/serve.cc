@@ -3,7 +3,9 @@
 
 #include <signal.h>
 
+#include <chrono>
 #include <ctime>
+#include <thread>
 
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
@@ -22,6 +24,29 @@ namespace {
 
 // How often the housekeeping chores (recency, eviction, idle uploads) are looked at.
 constexpr int kTickSeconds = 5;
+// How long a graceful stop waits for requests and fills in flight.
+// TODO(config): a shutdown_timeout key, once the limits work in config.cc has landed.
+constexpr std::chrono::seconds kDrainBound{30};
+
+// A graceful stop: no new connections; requests in flight (a layer half sent, a push being
+// committed) and fills in flight get up to `bound` to finish. What is still running after it
+// is cut: clients see a short body, fills delete their temp files.
+void drain(http::Server& server, Registry& registry, std::chrono::seconds bound) {
+  server.stopAccepting();
+  auto deadline = std::chrono::steady_clock::now() + bound;
+  auto busy = [&registry] {
+    return registry.metrics().inFlight() > 0 || registry.pullThrough().fills().inFlight() > 0;
+  };
+  while (busy() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  if (busy()) {
+    spdlog::warn("serve.drain_cut requests={} fills={} bound_s={}", registry.metrics().inFlight(),
+                 registry.pullThrough().fills().inFlight(), bound.count());
+  } else {
+    spdlog::info("serve.drained");
+  }
+}
 
 }  // namespace
 
@@ -109,6 +134,7 @@ int serve(const Config& config) {
     }
     housekeeper.tick(std::time(nullptr));
   }
+  drain(server, registry, kDrainBound);
   server.stop();
   registry.shutdown();
   pool.reset();  // finishes what was queued: a committed push stays committed
