@@ -9,12 +9,11 @@
 // is flagged and never planned for eviction).
 #include "cache/eviction.h"
 
+#include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <unordered_set>
-
-#include <spdlog/spdlog.h>
 
 namespace regcache::cache {
 
@@ -109,11 +108,11 @@ Result<EvictionReport> Evictor::run(int64_t now) const {
   auto used = cachedBytes();
   if (!used) return used.status();
   report.used_before = *used;
-  auto high = static_cast<uint64_t>(static_cast<double>(options_.max_bytes) *
-                                    options_.high_watermark);
+  auto high =
+      static_cast<uint64_t>(static_cast<double>(options_.max_bytes) * options_.high_watermark);
   if (*used <= high) return report;
-  auto low = static_cast<uint64_t>(static_cast<double>(options_.max_bytes) *
-                                   options_.low_watermark);
+  auto low =
+      static_cast<uint64_t>(static_cast<double>(options_.max_bytes) * options_.low_watermark);
 
   // Plan on a snapshot: which manifests are cached, when each was last used, and how many
   // held manifests reference each blob.
@@ -132,8 +131,8 @@ Result<EvictionReport> Evictor::run(int64_t now) const {
           for (const auto& r : refs) ++refcount[r];
           if (options_.is_cached_repository(repo)) {
             auto access = txn->access(repo, digest);
-            cached.push_back({std::string(repo), std::string(digest),
-                              access ? *access : m->created, refs});
+            cached.push_back(
+                {std::string(repo), std::string(digest), access ? *access : m->created, refs});
           }
           return true;
         });
@@ -144,8 +143,9 @@ Result<EvictionReport> Evictor::run(int64_t now) const {
     });
     if (!status) return status;
   }
-  std::sort(cached.begin(), cached.end(),
-            [](const CachedManifest& a, const CachedManifest& b) { return a.last_used < b.last_used; });
+  std::sort(cached.begin(), cached.end(), [](const CachedManifest& a, const CachedManifest& b) {
+    return a.last_used < b.last_used;
+  });
 
   // Orphans first (cached blobs no manifest references, past their grace), then whole images
   // from the least recently used, until under the low watermark.

@@ -42,7 +42,7 @@ class Recency {
 };
 
 struct EvictionOptions {
-  uint64_t max_bytes = 0;  // max_cache_size; 0 disables eviction
+  uint64_t max_bytes = 0;        // max_cache_size; 0 disables eviction
   double high_watermark = 0.95;  // start evicting above this share of max_bytes
   double low_watermark = 0.85;   // stop once below this share
   // Blobs no manifest references are left alone this long (a fill may land before its

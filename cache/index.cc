@@ -511,7 +511,8 @@ Result<UploadRecord> ReadTxn::upload(std::string_view uuid) const {
 }
 
 Result<int64_t> ReadTxn::access(std::string_view repository, std::string_view digest) const {
-  Result<std::string_view> value = getValue(txn_, index_->dbs().access, joinKey({repository, digest}));
+  Result<std::string_view> value =
+      getValue(txn_, index_->dbs().access, joinKey({repository, digest}));
   if (!value) {
     return value.status();
   }
@@ -759,8 +760,8 @@ Status openDbs(MDB_env* env, Index::Dbs* dbs) {
     return mdbError(rc, "begin");
   }
   std::pair<const char*, unsigned*> named[] = {
-      {"blobs", &dbs->blobs}, {"links", &dbs->links},         {"manifests", &dbs->manifests},
-      {"tags", &dbs->tags},   {"referrers", &dbs->referrers}, {"uploads", &dbs->uploads},
+      {"blobs", &dbs->blobs},   {"links", &dbs->links},         {"manifests", &dbs->manifests},
+      {"tags", &dbs->tags},     {"referrers", &dbs->referrers}, {"uploads", &dbs->uploads},
       {"access", &dbs->access},
   };
   for (auto& [name, dbi] : named) {

@@ -15,11 +15,11 @@ enum class Code {
   kNotFound,         // the thing asked for does not exist
   kInvalidArgument,  // the caller's input is malformed
   kAlreadyExists,
-  kConflict,         // state does not allow it now (upload offset mismatch, busy upload)
+  kConflict,  // state does not allow it now (upload offset mismatch, busy upload)
   kTooLarge,
-  kUnavailable,      // upstream or resource temporarily unavailable
-  kIo,               // disk or system call failure: a real server fault
-  kCorrupt,          // stored data failed verification
+  kUnavailable,  // upstream or resource temporarily unavailable
+  kIo,           // disk or system call failure: a real server fault
+  kCorrupt,      // stored data failed verification
   kInternal,
 };
 
@@ -41,7 +41,9 @@ class [[nodiscard]] Status {
 };
 
 inline Status notFound(std::string m) { return Status(Code::kNotFound, std::move(m)); }
-inline Status invalidArgument(std::string m) { return Status(Code::kInvalidArgument, std::move(m)); }
+inline Status invalidArgument(std::string m) {
+  return Status(Code::kInvalidArgument, std::move(m));
+}
 inline Status ioError(std::string m) { return Status(Code::kIo, std::move(m)); }
 inline Status conflict(std::string m) { return Status(Code::kConflict, std::move(m)); }
 inline Status corrupt(std::string m) { return Status(Code::kCorrupt, std::move(m)); }
@@ -50,7 +52,7 @@ inline Status corrupt(std::string m) { return Status(Code::kCorrupt, std::move(m
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : v_(std::move(value)) {}  // NOLINT: implicit by design
+  Result(T value) : v_(std::move(value)) {}         // NOLINT: implicit by design
   Result(Status status) : v_(std::move(status)) {}  // NOLINT: must not be ok
 
   bool isOk() const { return v_.index() == 0; }

@@ -31,9 +31,9 @@ std::optional<Config> loadCommandConfig(const CommonOptions& common);
 
 // The commands. `args` are the words after the command name.
 int serveCommand(const std::vector<std::string>& args);
-int gcCommand(const std::vector<std::string>& args);    // cmd_gc.cc
-int fsckCommand(const std::vector<std::string>& args);  // cmd_fsck.cc
-int duCommand(const std::vector<std::string>& args);    // cmd_du.cc
+int gcCommand(const std::vector<std::string>& args);      // cmd_gc.cc
+int fsckCommand(const std::vector<std::string>& args);    // cmd_fsck.cc
+int duCommand(const std::vector<std::string>& args);      // cmd_du.cc
 int warmCommand(const std::vector<std::string>& args);    // cmd_warm.cc
 int exportCommand(const std::vector<std::string>& args);  // cmd_export.cc
 int importCommand(const std::vector<std::string>& args);  // cmd_import.cc

@@ -13,12 +13,11 @@ struct ErrorInfo {
 };
 
 constexpr ErrorInfo kErrors[] = {
-    {"BLOB_UNKNOWN", 404},          {"BLOB_UPLOAD_INVALID", 400}, {"BLOB_UPLOAD_UNKNOWN", 404},
-    {"DIGEST_INVALID", 400},        {"MANIFEST_BLOB_UNKNOWN", 400}, {"MANIFEST_INVALID", 400},
-    {"MANIFEST_UNKNOWN", 404},      {"NAME_INVALID", 400},        {"NAME_UNKNOWN", 404},
-    {"SIZE_INVALID", 400},          {"UNAUTHORIZED", 401},        {"DENIED", 403},
-    {"UNSUPPORTED", 405},           {"TOOMANYREQUESTS", 429},
-    {"INTERNAL_ERROR", 500},
+    {"BLOB_UNKNOWN", 404},     {"BLOB_UPLOAD_INVALID", 400},   {"BLOB_UPLOAD_UNKNOWN", 404},
+    {"DIGEST_INVALID", 400},   {"MANIFEST_BLOB_UNKNOWN", 400}, {"MANIFEST_INVALID", 400},
+    {"MANIFEST_UNKNOWN", 404}, {"NAME_INVALID", 400},          {"NAME_UNKNOWN", 404},
+    {"SIZE_INVALID", 400},     {"UNAUTHORIZED", 401},          {"DENIED", 403},
+    {"UNSUPPORTED", 405},      {"TOOMANYREQUESTS", 429},       {"INTERNAL_ERROR", 500},
 };
 
 const ErrorInfo& info(ErrorCode code) { return kErrors[static_cast<int>(code)]; }

@@ -34,10 +34,10 @@ class Housekeeper {
   BlockingPool& pool_;
   cache::Evictor evictor_;
   std::atomic<bool> busy_{false};
-  std::atomic<uint64_t> counted_bytes_{0};     // cached bytes at the last full count
-  std::atomic<uint64_t> stored_at_count_{0};   // fills' stored bytes at that moment
-  int64_t last_count_ = 0;         // pool thread only (one batch at a time)
-  int64_t last_upload_sweep_ = 0;  // pool thread only
+  std::atomic<uint64_t> counted_bytes_{0};    // cached bytes at the last full count
+  std::atomic<uint64_t> stored_at_count_{0};  // fills' stored bytes at that moment
+  int64_t last_count_ = 0;                    // pool thread only (one batch at a time)
+  int64_t last_upload_sweep_ = 0;             // pool thread only
 };
 
 // The digests a manifest references: its config and layers, or an index's children.

@@ -1,18 +1,17 @@
 // The regcache command line: a table of subcommands (each in proxy/cmd_<name>.cc).
+#include <curl/curl.h>
+#include <event2/event.h>
+#include <lmdb.h>
+#include <openssl/crypto.h>
 #include <signal.h>
+#include <simdjson.h>
+#include <spdlog/version.h>
 
 #include <cstdio>
 #include <cstring>
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <curl/curl.h>
-#include <event2/event.h>
-#include <lmdb.h>
-#include <openssl/crypto.h>
-#include <simdjson.h>
-#include <spdlog/version.h>
 
 #include "proxy/commands.h"
 

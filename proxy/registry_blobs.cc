@@ -19,9 +19,7 @@ std::string uploadLocation(const Route& route, std::string_view uuid) {
 }
 
 // The spec's "Range: 0-<end of range>" for an upload holding `size` bytes.
-std::string uploadRange(uint64_t size) {
-  return "0-" + std::to_string(size == 0 ? 0 : size - 1);
-}
+std::string uploadRange(uint64_t size) { return "0-" + std::to_string(size == 0 ? 0 : size - 1); }
 
 http::Response uploadAccepted(int status, const Route& route, std::string_view uuid,
                               uint64_t size) {
@@ -74,8 +72,7 @@ class UploadBodyHandler : public http::Handler {
     Status status = upload_->append(data);
     if (!status) {
       spdlog::error("upload.write uuid={} error=\"{}\"", upload_->uuid(), status.message());
-      fail(errorFromStatus(status, ErrorCode::kBlobUploadUnknown,
-                           ErrorCode::kBlobUploadInvalid));
+      fail(errorFromStatus(status, ErrorCode::kBlobUploadUnknown, ErrorCode::kBlobUploadInvalid));
       return false;
     }
     return true;
@@ -169,7 +166,8 @@ void Registry::getBlob(const ExchangePtr& ex, const Route& route, const Reposito
   {
     auto txn = index_.read();
     if (!txn) {
-      respond(ex, errorFromStatus(txn.status(), ErrorCode::kBlobUnknown, ErrorCode::kDigestInvalid));
+      respond(ex,
+              errorFromStatus(txn.status(), ErrorCode::kBlobUnknown, ErrorCode::kDigestInvalid));
       return;
     }
     auto found = txn->blob(key);
@@ -188,8 +186,8 @@ void Registry::getBlob(const ExchangePtr& ex, const Route& route, const Reposito
   }
   if (record && !repo.isLocal()) ex->addLogField("cache=hit");
   if (!record) {
-    respond(ex, errorResponse(ErrorCode::kBlobUnknown, "blob " + key + " unknown to " +
-                                                           route.name));
+    respond(ex,
+            errorResponse(ErrorCode::kBlobUnknown, "blob " + key + " unknown to " + route.name));
     return;
   }
 
@@ -385,8 +383,8 @@ std::unique_ptr<http::Handler> Registry::mountBlob(const ExchangePtr& ex, const 
           auto ex = weak.lock();
           if (!ex) return;
           if (!status) {
-            respond(ex, errorFromStatus(status, ErrorCode::kBlobUnknown,
-                                        ErrorCode::kDigestInvalid));
+            respond(ex,
+                    errorFromStatus(status, ErrorCode::kBlobUnknown, ErrorCode::kDigestInvalid));
             return;
           }
           respond(ex, blobCreated(route, digest));
@@ -409,12 +407,12 @@ std::unique_ptr<http::Handler> Registry::patchUpload(const ExchangePtr& ex, cons
     if (!range || range->first != held->size()) {
       uint64_t size = held->size();
       uploads_.release(held);
-      http::Response refused = errorResponse(
-          ErrorCode::kBlobUploadInvalid,
-          range ? "chunk starts at " + std::to_string(range->first) + " but the upload holds " +
-                      std::to_string(size) + " bytes"
-                : "malformed Content-Range: " + *content_range,
-          416);
+      http::Response refused =
+          errorResponse(ErrorCode::kBlobUploadInvalid,
+                        range ? "chunk starts at " + std::to_string(range->first) +
+                                    " but the upload holds " + std::to_string(size) + " bytes"
+                              : "malformed Content-Range: " + *content_range,
+                        416);
       refused.headers.add("Location", uploadLocation(route, route.reference));
       refused.headers.add("Range", uploadRange(size));
       refused.headers.add("Docker-Upload-UUID", route.reference);
@@ -447,8 +445,8 @@ std::unique_ptr<http::Handler> Registry::putUpload(const ExchangePtr& ex, const 
     if (!range || range->first != held->size()) {
       uint64_t size = held->size();
       uploads_.release(held);
-      http::Response refused =
-          errorResponse(ErrorCode::kBlobUploadInvalid, "final chunk does not continue the upload", 416);
+      http::Response refused = errorResponse(ErrorCode::kBlobUploadInvalid,
+                                             "final chunk does not continue the upload", 416);
       refused.headers.add("Location", uploadLocation(route, route.reference));
       refused.headers.add("Range", uploadRange(size));
       respond(ex, std::move(refused));

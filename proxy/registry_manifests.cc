@@ -1,8 +1,8 @@
 // Manifest endpoints: GET/HEAD with Accept negotiation, PUT with validation of everything a
 // manifest references, DELETE by digest or tag.
-#include <ctime>
-
 #include <spdlog/spdlog.h>
+
+#include <ctime>
 
 #include "proxy/errors.h"
 #include "proxy/manifest.h"
@@ -112,8 +112,8 @@ void Registry::getManifest(const ExchangePtr& ex, const Route& route, const Repo
   } else if (auto tag = txn->tag(repo.key, reference->tag)) {
     digest = tag->digest;
   }
-  auto manifest = digest.empty() ? Result<cache::ManifestView>(notFound(""))
-                                 : txn->manifest(repo.key, digest);
+  auto manifest =
+      digest.empty() ? Result<cache::ManifestView>(notFound("")) : txn->manifest(repo.key, digest);
   if (!manifest) {
     respond(ex, errorResponse(ErrorCode::kManifestUnknown,
                               "manifest " + route.name + ":" + route.reference + " unknown"));
@@ -160,13 +160,13 @@ class ManifestBodyHandler : public http::Handler {
                        : errorResponse(ErrorCode::kManifestInvalid, manifest.status().message()));
       return;
     }
-    cache::Digest digest = cache::digestOf(
-        body_, reference_.isDigest() ? reference_.digest->algorithm()
-                                     : cache::DigestAlgorithm::kSha256);
+    cache::Digest digest =
+        cache::digestOf(body_, reference_.isDigest() ? reference_.digest->algorithm()
+                                                     : cache::DigestAlgorithm::kSha256);
     if (reference_.isDigest() && digest != *reference_.digest) {
-      respond(ex_, errorResponse(ErrorCode::kDigestInvalid,
-                                 "manifest digest is " + digest.str() + ", not " +
-                                     reference_.digest->str()));
+      respond(ex_,
+              errorResponse(ErrorCode::kDigestInvalid, "manifest digest is " + digest.str() +
+                                                           ", not " + reference_.digest->str()));
       return;
     }
     if (!checkReferences(*manifest)) return;
@@ -214,7 +214,8 @@ class ManifestBodyHandler : public http::Handler {
         [&index, key, digest_str, tag, record = std::move(record), referrer]() -> Status {
           auto txn = index.write();
           if (!txn) return txn.status();
-          Status status = txn->putManifest(key, digest_str, record, referrer ? &*referrer : nullptr);
+          Status status =
+              txn->putManifest(key, digest_str, record, referrer ? &*referrer : nullptr);
           if (status && !tag.empty()) {
             status = txn->putTag(key, tag, digest_str, nowSeconds(), nowSeconds());
           }
@@ -258,9 +259,9 @@ std::unique_ptr<http::Handler> Registry::putManifest(const ExchangePtr& ex, cons
   }
   auto length = ex->request().content_length;
   if (length && *length > kMaxManifestBytes) {
-    respond(ex, errorResponse(ErrorCode::kSizeInvalid,
-                              "manifest exceeds " + std::to_string(kMaxManifestBytes) + " bytes",
-                              413));
+    respond(ex,
+            errorResponse(ErrorCode::kSizeInvalid,
+                          "manifest exceeds " + std::to_string(kMaxManifestBytes) + " bytes", 413));
     return nullptr;
   }
   return std::make_unique<ManifestBodyHandler>(*this, ex, route, repo, std::move(*reference));

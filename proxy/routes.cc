@@ -21,8 +21,8 @@ std::vector<std::string_view> splitSegments(std::string_view path) {
   size_t start = 0;
   while (true) {
     size_t slash = path.find('/', start);
-    segments.push_back(path.substr(start, slash == std::string_view::npos ? path.npos
-                                                                          : slash - start));
+    segments.push_back(
+        path.substr(start, slash == std::string_view::npos ? path.npos : slash - start));
     if (slash == std::string_view::npos) break;
     start = slash + 1;
   }
@@ -99,7 +99,8 @@ Result<Route> parseRoute(std::string_view path) {
   }
   if (n >= 3 && !segments[n - 1].empty()) {
     std::string_view kind = segments[n - 2];
-    if (kind == "manifests") return makeRoute(Endpoint::kManifest, segments, n - 2, segments[n - 1]);
+    if (kind == "manifests")
+      return makeRoute(Endpoint::kManifest, segments, n - 2, segments[n - 1]);
     if (kind == "blobs") return makeRoute(Endpoint::kBlob, segments, n - 2, segments[n - 1]);
     if (kind == "referrers") {
       return makeRoute(Endpoint::kReferrers, segments, n - 2, segments[n - 1]);
@@ -130,8 +131,8 @@ Result<Repository> resolveRepository(const Config& config, std::string_view name
   if (!ns.empty()) {
     const UpstreamConfig* upstream = config.upstream(ns);
     if (upstream == nullptr) {
-      return notFound("ns=" + std::string(ns) + " names no configured upstream; configured: " +
-                      upstreamNames());
+      return notFound("ns=" + std::string(ns) +
+                      " names no configured upstream; configured: " + upstreamNames());
     }
     return onUpstream(*upstream, name);
   }

@@ -2,6 +2,7 @@
 #include "proxy/uploads.h"
 
 #include <fcntl.h>
+#include <spdlog/spdlog.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -10,8 +11,6 @@
 #include <ctime>
 #include <random>
 #include <vector>
-
-#include <spdlog/spdlog.h>
 
 namespace regcache::proxy {
 
@@ -42,8 +41,8 @@ std::string newUuid() {
 // ---------------------------------------------------------------------------------------------
 // Upload
 
-Upload::Upload(std::string uuid, std::string repository, std::string path, int fd,
-               uint64_t size, bool hash_known)
+Upload::Upload(std::string uuid, std::string repository, std::string path, int fd, uint64_t size,
+               bool hash_known)
     : uuid_(std::move(uuid)),
       repository_(std::move(repository)),
       path_(std::move(path)),
@@ -104,8 +103,8 @@ Result<std::shared_ptr<Upload>> UploadTable::create(std::string_view repository)
   auto upload = std::make_shared<Upload>(uuid, std::string(repository), path, fd, 0, true);
 
   auto txn = index_.write();
-  Status status = txn ? txn->putUpload(uuid, {std::string(repository), nowSeconds()})
-                      : txn.status();
+  Status status =
+      txn ? txn->putUpload(uuid, {std::string(repository), nowSeconds()}) : txn.status();
   if (status) status = txn->commit();
   if (!status) {
     ::unlink(path.c_str());
@@ -253,8 +252,8 @@ size_t UploadTable::expire(int64_t now, int64_t max_idle_seconds) {
     {
       std::lock_guard lock(mu_);
       auto it = open_.find(uuid);
-      if (it != open_.end() && (it->second->busy_ ||
-                                now - it->second->last_active_ < max_idle_seconds)) {
+      if (it != open_.end() &&
+          (it->second->busy_ || now - it->second->last_active_ < max_idle_seconds)) {
         continue;
       }
     }

@@ -53,7 +53,7 @@ class Upload {
   std::string path_;
   bool committed_ = false;
   int fd_ = -1;
-  std::atomic<uint64_t> size_{0};  // read by sizeOf() from other threads
+  std::atomic<uint64_t> size_{0};        // read by sizeOf() from other threads
   std::optional<cache::Hasher> hasher_;  // nullopt: unknown, hash the file at the end
   bool busy_ = false;                    // guarded by UploadTable::mu_
   int64_t last_active_ = 0;              // guarded by UploadTable::mu_

@@ -2,7 +2,6 @@
 #include "cache/eviction.h"
 
 #include <catch2/catch.hpp>
-
 #include <filesystem>
 #include <random>
 #include <string>

@@ -18,8 +18,7 @@ Config twoUpstreams() {
 
 }  // namespace
 
-TEST_CASE("Routes: every endpoint is recognised, names may contain the endpoint words",
-          "[proxy]") {
+TEST_CASE("Routes: every endpoint is recognised, names may contain the endpoint words", "[proxy]") {
   struct Case {
     const char* path;
     Endpoint endpoint;
@@ -60,10 +59,10 @@ TEST_CASE("Routes: paths that are no endpoint are not found", "[proxy]") {
 }
 
 TEST_CASE("Routes: bad names and odd encodings are refused as invalid", "[proxy]") {
-  for (const char* path : {"/v2/UPPER/manifests/a", "/v2/a//b/manifests/a",
-                           "/v2/../etc/manifests/a", "/v2/a%2Fb/manifests/a",
-                           "/v2/a%00/manifests/a", "/v2/a%zz/manifests/x", "/v2/./a/tags/list",
-                           "/v2/a/b%/blobs/uploads/"}) {
+  for (const char* path :
+       {"/v2/UPPER/manifests/a", "/v2/a//b/manifests/a", "/v2/../etc/manifests/a",
+        "/v2/a%2Fb/manifests/a", "/v2/a%00/manifests/a", "/v2/a%zz/manifests/x",
+        "/v2/./a/tags/list", "/v2/a/b%/blobs/uploads/"}) {
     INFO(path);
     auto route = parseRoute(path);
     REQUIRE_FALSE(route.isOk());
@@ -101,8 +100,7 @@ TEST_CASE("Routes: a path prefix naming an upstream selects it", "[proxy]") {
   CHECK(hub->key == "docker.io/library/nginx");
 }
 
-TEST_CASE("Routes: local namespaces are local, the rest goes to the default upstream",
-          "[proxy]") {
+TEST_CASE("Routes: local namespaces are local, the rest goes to the default upstream", "[proxy]") {
   Config config = twoUpstreams();
   auto local = resolveRepository(config, "team/x/y", "");
   REQUIRE(local.isOk());
