@@ -56,4 +56,10 @@ struct StoreUsage {
 Result<StoreUsage> measureUsage(const Index& index, const BlobStore& store,
                                 const std::vector<std::string>& upstream_names);
 
+// Only the blob totals of StoreUsage (blobs, bytes, cached_*, pushed_*), from one pass over the
+// blob records with the same counting measureUsage does: the status page shows these beside
+// `regcache du` and the two must agree. No directory walk, no per-blob memory. Blocking (reads
+// every record): not on an event loop. Errors as measureUsage.
+Result<StoreUsage> measureBlobTotals(const Index& index);
+
 }  // namespace regcache::cache

@@ -1,7 +1,9 @@
 // Prometheus text rendering of the counters.
 #include "proxy/metrics.h"
 
+#include <algorithm>
 #include <cstdio>
+#include <ctime>
 
 namespace regcache::proxy {
 
@@ -18,6 +20,11 @@ constexpr int kStatuses[] = {200, 201, 202, 204, 206, 304, 400, 401, 403, 404,
 constexpr double kBounds[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
                               0.025,  0.05,    0.1,    0.25,  1,      5,     30};
 
+// Distinct images the pull table holds. Past it, the least pulled entry makes room (below).
+constexpr size_t kMaxImages = 512;
+
+int64_t wallSeconds() { return static_cast<int64_t>(std::time(nullptr)); }
+
 void appendLine(std::string& out, const char* format, auto... args) {
   char buf[512];
   int n = std::snprintf(buf, sizeof buf, format, args...);
@@ -26,7 +33,16 @@ void appendLine(std::string& out, const char* format, auto... args) {
 
 }  // namespace
 
-Metrics::Metrics() : started_(std::chrono::steady_clock::now()) {}
+bool countsAsHit(CacheOutcome outcome) {
+  return outcome == CacheOutcome::kHit || outcome == CacheOutcome::kRevalidated;
+}
+
+bool countsAsLookup(CacheOutcome outcome) { return outcome != CacheOutcome::kCoalesced; }
+
+Metrics::Metrics() : Metrics(wallSeconds) {}
+
+Metrics::Metrics(Clock clock)
+    : clock_(std::move(clock)), started_(std::chrono::steady_clock::now()) {}
 
 size_t Metrics::statusSlot(int status) {
   for (size_t i = 0; i < std::size(kStatuses); ++i) {
@@ -47,10 +63,86 @@ void Metrics::recordRequest(RouteKind route, int status, double seconds) {
 
 void Metrics::recordCache(bool manifest, CacheOutcome outcome) {
   cache_[manifest ? 1 : 0][static_cast<size_t>(outcome)].fetch_add(1, std::memory_order_relaxed);
+  if (!countsAsLookup(outcome)) return;
+  MinuteSlot& slot = currentSlot();
+  (countsAsHit(outcome) ? slot.hits : slot.misses).fetch_add(1, std::memory_order_relaxed);
 }
 
 void Metrics::recordBytes(bool from_upstream, uint64_t bytes) {
   (from_upstream ? bytes_upstream_ : bytes_cache_).fetch_add(bytes, std::memory_order_relaxed);
+  MinuteSlot& slot = currentSlot();
+  (from_upstream ? slot.bytes_upstream : slot.bytes_cache)
+      .fetch_add(bytes, std::memory_order_relaxed);
+}
+
+Metrics::MinuteSlot& Metrics::currentSlot() {
+  int64_t minute = clock_() / 60;
+  MinuteSlot& slot = history_[static_cast<size_t>(minute) % kHistoryMinutes];
+  int64_t seen = slot.minute.load(std::memory_order_relaxed);
+  if (seen < minute && slot.minute.compare_exchange_strong(seen, minute,
+                                                           std::memory_order_relaxed)) {
+    slot.hits.store(0, std::memory_order_relaxed);
+    slot.misses.store(0, std::memory_order_relaxed);
+    slot.bytes_cache.store(0, std::memory_order_relaxed);
+    slot.bytes_upstream.store(0, std::memory_order_relaxed);
+  }
+  return slot;
+}
+
+std::vector<Metrics::Minute> Metrics::history() const {
+  int64_t now_minute = clock_() / 60;
+  std::vector<Minute> out;
+  out.reserve(kHistoryMinutes);
+  for (int64_t m = now_minute - static_cast<int64_t>(kHistoryMinutes) + 1; m <= now_minute; ++m) {
+    const MinuteSlot& slot = history_[static_cast<size_t>(m) % kHistoryMinutes];
+    Minute minute;
+    minute.minute = m;
+    if (slot.minute.load(std::memory_order_relaxed) == m) {
+      minute.hits = slot.hits.load(std::memory_order_relaxed);
+      minute.misses = slot.misses.load(std::memory_order_relaxed);
+      minute.bytes_cache = slot.bytes_cache.load(std::memory_order_relaxed);
+      minute.bytes_upstream = slot.bytes_upstream.load(std::memory_order_relaxed);
+    }
+    out.push_back(minute);
+  }
+  return out;
+}
+
+// The most pulled images, in bounded memory: the Space-Saving algorithm (Metwally et al.). A
+// new image arriving at a full table takes the place of the least pulled one and inherits its
+// count plus one. Counts of images that stay in the table are exact once they lead by more
+// than the smallest count, which is what a top ten of a mirror's traffic looks like; a long
+// tail of one-off tags costs one scan of the table per newcomer, not unbounded memory.
+void Metrics::recordPull(std::string_view image) {
+  std::lock_guard lock(pulls_mu_);
+  if (auto it = pulls_.find(image); it != pulls_.end()) {
+    ++it->second;
+    return;
+  }
+  uint64_t inherited = 0;
+  if (pulls_.size() >= kMaxImages) {
+    auto least = std::min_element(pulls_.begin(), pulls_.end(),
+                                  [](const auto& a, const auto& b) { return a.second < b.second; });
+    inherited = least->second;
+    pulls_.erase(least);
+  }
+  pulls_.emplace(std::string(image), inherited + 1);
+}
+
+std::vector<Metrics::ImageCount> Metrics::topImages(size_t n) const {
+  std::vector<ImageCount> all;
+  {
+    std::lock_guard lock(pulls_mu_);
+    all.reserve(pulls_.size());
+    for (const auto& [image, pulls] : pulls_) all.push_back({image, pulls});
+  }
+  auto more = [](const ImageCount& a, const ImageCount& b) {
+    return a.pulls != b.pulls ? a.pulls > b.pulls : a.image < b.image;
+  };
+  size_t keep = std::min(n, all.size());
+  std::partial_sort(all.begin(), all.begin() + static_cast<std::ptrdiff_t>(keep), all.end(), more);
+  all.resize(keep);
+  return all;
 }
 
 void Metrics::recordUpstreamError(std::string_view upstream, std::string_view kind) {

@@ -1,6 +1,7 @@
 // Counters for what the mirror does, rendered as Prometheus text (/metrics) and summed up for
 // the status JSON (/api/status). Every counter is a relaxed atomic: recording one costs an
-// uncontended increment on the request path.
+// uncontended increment on the request path. Beside the totals: the last hour minute by minute,
+// and the most pulled images.
 #pragma once
 
 #include <array>
@@ -12,6 +13,7 @@
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace regcache::proxy {
 
@@ -23,9 +25,19 @@ inline constexpr size_t kRouteKinds = 8;
 enum class CacheOutcome { kHit, kMiss, kStale, kRevalidated, kCoalesced };
 inline constexpr size_t kCacheOutcomes = 5;
 
+// Whether an outcome counts as a hit, and whether it was a lookup at all (coalesced requests
+// joined someone else's and are neither). The one definition the hit ratio, the history and
+// `regcache du` (through /api/status) share.
+bool countsAsHit(CacheOutcome outcome);
+bool countsAsLookup(CacheOutcome outcome);
+
 class Metrics {
  public:
+  // Seconds since the Unix epoch; injected by tests to move through minutes without sleeping.
+  using Clock = std::function<int64_t()>;
+
   Metrics();
+  explicit Metrics(Clock clock);
 
   // A request whose headers arrived, and one that is over (answered or aborted). The
   // difference is what a graceful stop waits for. Any thread.
@@ -40,6 +52,9 @@ class Metrics {
   // An upstream failure of `kind` ("unreachable", "5xx", "429", "401", "404", "corrupt").
   void recordUpstreamError(std::string_view upstream, std::string_view kind);
   void recordEviction(uint64_t items, uint64_t bytes);
+  // A manifest GET by tag that was answered 200; `image` is "<repository key>:<tag>". Counted
+  // in a bounded table (see TopImages in metrics.cc). Any thread.
+  void recordPull(std::string_view image);
 
   // Gauges read when rendering.
   struct Gauges {
@@ -63,6 +78,24 @@ class Metrics {
   Summary summary() const;
   const Gauges& gauges() const { return gauges_; }
   std::chrono::steady_clock::time_point started() const { return started_; }
+  int64_t now() const { return clock_(); }
+
+  // One minute of the last hour. `minute` is the Unix time / 60 it covers.
+  struct Minute {
+    int64_t minute = 0;
+    uint64_t hits = 0, misses = 0, bytes_cache = 0, bytes_upstream = 0;
+  };
+  // The last kHistoryMinutes minutes, oldest first, ending with the current one; minutes
+  // without traffic are zero.
+  std::vector<Minute> history() const;
+  static constexpr size_t kHistoryMinutes = 60;
+
+  struct ImageCount {
+    std::string image;
+    uint64_t pulls = 0;
+  };
+  // The `n` most pulled images, most first (ties by name).
+  std::vector<ImageCount> topImages(size_t n) const;
 
  private:
   static constexpr size_t kStatusSlots = 20;
@@ -76,7 +109,18 @@ class Metrics {
     std::atomic<uint64_t> sum_micros{0};
   };
 
+  // A slot of the minute ring. A writer that finds an older minute in its slot claims it with
+  // a compare-exchange and zeroes it: increments racing that reset at the turn of a minute may
+  // be lost, which a one-minute chart point tolerates and a lock on every request would not.
+  struct MinuteSlot {
+    std::atomic<int64_t> minute{-1};
+    std::atomic<uint64_t> hits{0}, misses{0}, bytes_cache{0}, bytes_upstream{0};
+  };
+  MinuteSlot& currentSlot();
+
+  Clock clock_;
   std::chrono::steady_clock::time_point started_;
+  std::array<MinuteSlot, kHistoryMinutes> history_;
   std::array<RouteCounters, kRouteKinds> routes_;
   std::array<std::array<std::atomic<uint64_t>, kCacheOutcomes>, 2> cache_{};  // [manifest]
   std::atomic<uint64_t> bytes_cache_{0};
@@ -88,6 +132,9 @@ class Metrics {
 
   mutable std::mutex mu_;
   std::map<std::pair<std::string, std::string>, uint64_t> upstream_errors_;  // guarded by mu_
+
+  mutable std::mutex pulls_mu_;
+  std::map<std::string, uint64_t, std::less<>> pulls_;  // guarded by pulls_mu_
 };
 
 }  // namespace regcache::proxy

@@ -105,7 +105,10 @@ class ManifestFetch : public std::enable_shared_from_this<ManifestFetch> {
   void head() {
     auto self = shared_from_this();
     upstream::Callbacks callbacks;
-    callbacks.on_head = [self](const upstream::ResponseHead& head) { self->head_ = head; };
+    callbacks.on_head = [self](const upstream::ResponseHead& head) {
+      self->head_ = head;
+      self->pull_.noteHead(self->repo_.upstream->name, head);
+    };
     callbacks.on_data = [](std::string_view) { return true; };
     callbacks.on_done = [self](Status status) { self->onHeadDone(std::move(status)); };
     pull_.clientFor(loop_).start(options_, request("HEAD", reference_.tag), std::move(callbacks));
@@ -139,7 +142,10 @@ class ManifestFetch : public std::enable_shared_from_this<ManifestFetch> {
     if (reference_.isDigest()) expected_ = *reference_.digest;
     auto self = shared_from_this();
     upstream::Callbacks callbacks;
-    callbacks.on_head = [self](const upstream::ResponseHead& head) { self->head_ = head; };
+    callbacks.on_head = [self](const upstream::ResponseHead& head) {
+      self->head_ = head;
+      self->pull_.noteHead(self->repo_.upstream->name, head);
+    };
     callbacks.on_data = [self](std::string_view data) {
       if (self->body_.size() + data.size() > kMaxManifestBytes) return false;
       self->body_.append(data);
@@ -161,6 +167,7 @@ class ManifestFetch : public std::enable_shared_from_this<ManifestFetch> {
     if (expected_ && actual != *expected_) {
       spdlog::warn("upstream.manifest_mismatch upstream={} repository={} expected={} got={}",
                    repo_.upstream->name, repo_.remote, expected_->str(), actual.str());
+      corrupt_ = true;
       return finish(failed(502, nullptr, "upstream sent a manifest that does not match " +
                                              expected_->str()));
     }
@@ -169,6 +176,7 @@ class ManifestFetch : public std::enable_shared_from_this<ManifestFetch> {
     content_type = content_type.substr(0, content_type.find(';'));
     auto manifest = parseManifest(body_, content_type);
     if (!manifest) {
+      corrupt_ = true;
       return finish(failed(502, nullptr, "upstream sent an unusable manifest: " +
                                              manifest.status().message()));
     }
@@ -244,7 +252,13 @@ class ManifestFetch : public std::enable_shared_from_this<ManifestFetch> {
         });
   }
 
-  void finish(Resolution resolution) { pull_.complete(key_, resolution); }
+  void finish(Resolution resolution) {
+    const Status& s = resolution.status;
+    bool answered = s.isOk() || s.code() == Code::kNotFound;
+    pull_.noteExchange(repo_.upstream->name, answered ? Status::ok() : s,
+                       resolution.upstream_status, corrupt_ ? "corrupt" : "");
+    pull_.complete(key_, resolution);
+  }
 
   PullThrough& pull_;
   Loop& loop_;
@@ -256,6 +270,7 @@ class ManifestFetch : public std::enable_shared_from_this<ManifestFetch> {
   upstream::ResponseHead head_;
   std::string body_;
   std::optional<cache::Digest> expected_;
+  bool corrupt_ = false;  // upstream answered, with bytes that do not verify
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -275,6 +290,7 @@ PullThrough::PullThrough(const Config& config, const cache::Index& index,
       // times instead of last use.
       record_recency_(std::getenv("REGCACHE_BENCH_NO_RECENCY") == nullptr) {
   for (const auto& u : config.upstreams) {
+  fills_.setOnEnd([this](const upstream::Fill& fill) { noteFillEnd(fill); });
     upstream::UpstreamOptions base;
     base.name = u.name;
     base.base_url = u.url;
@@ -294,6 +310,45 @@ PullThrough::PullThrough(const Config& config, const cache::Index& index,
 PullThrough::~PullThrough() { shutdown(); }
 
 void PullThrough::shutdown() {
+void PullThrough::noteExchange(const std::string& upstream, const Status& transport,
+                               int http_status, std::string_view kind) {
+  int64_t now = nowSeconds();
+  bool refused = http_status == 429 || http_status == 401 || http_status == 403 ||
+                 http_status >= 500;
+  if (!kind.empty() || refused || (!transport.isOk())) {
+    std::string message = !transport.isOk() ? transport.message()
+                                            : "upstream answered " + std::to_string(http_status);
+    health_.recordFailure(upstream, kind.empty() ? upstreamFailureKind(http_status) : kind,
+                          message, now);
+    return;
+  }
+  health_.recordSuccess(upstream, now);
+}
+
+void PullThrough::noteHead(const std::string& upstream, const upstream::ResponseHead& head) {
+  const std::string* limit = head.header("ratelimit-limit");
+  const std::string* remaining = head.header("ratelimit-remaining");
+  if (limit || remaining) {
+    health_.recordRateLimit(upstream, limit ? *limit : "", remaining ? *remaining : "");
+  }
+}
+
+void PullThrough::noteFillEnd(const upstream::Fill& fill) {
+  Status error = fill.error();
+  switch (error.code()) {
+    case Code::kOk:
+    case Code::kNotFound:
+      return noteExchange(fill.upstreamName(), Status::ok(), fill.upstreamStatus());
+    case Code::kCorrupt:
+      return noteExchange(fill.upstreamName(), error, fill.upstreamStatus(), "corrupt");
+    case Code::kIo:
+    case Code::kInternal:
+      return;  // our disk, not the upstream
+    default:
+      return noteExchange(fill.upstreamName(), error, fill.upstreamStatus());
+  }
+}
+
   std::lock_guard lock(mu_);
   clients_.clear();
 }
@@ -517,7 +572,9 @@ void PullThrough::headBlob(const std::shared_ptr<http::Exchange>& ex, const Repo
   upstream::Callbacks callbacks;
   callbacks.on_head = [state](const upstream::ResponseHead& head) { state->head = head; };
   callbacks.on_data = [](std::string_view) { return true; };
-  callbacks.on_done = [weak, state, digest](Status status) {
+  const std::string& upstream_name = repo.upstream->name;
+  callbacks.on_done = [this, &upstream_name, weak, state, digest](Status status) {
+    noteExchange(upstream_name, status, state->head.status);
     auto ex = weak.lock();
     if (!ex) return;
     if (status && state->head.status == 200) {
@@ -562,7 +619,10 @@ void PullThrough::getTags(const std::shared_ptr<http::Exchange>& ex, const Route
     state->body.append(data);
     return true;
   };
-  callbacks.on_done = [weak, state, route, cached = std::move(cached)](Status status) {
+  const std::string& upstream_name = repo.upstream->name;
+  callbacks.on_done = [this, &upstream_name, weak, state, route,
+                       cached = std::move(cached)](Status status) {
+    noteExchange(upstream_name, status, state->head.status);
     auto ex = weak.lock();
     if (!ex) return;
     if (status && state->head.status == 404) {

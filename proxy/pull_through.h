@@ -25,6 +25,7 @@
 #include "proxy/loop.h"
 #include "proxy/reference.h"
 #include "proxy/routes.h"
+#include "proxy/upstream_health.h"
 #include "upstream/client.h"
 #include "upstream/fill.h"
 
@@ -68,6 +69,11 @@ class PullThrough {
   // When each cached manifest was last served, for eviction.
   cache::Recency& recency() { return recency_; }
   uint64_t staleServed() const { return stale_served_.load(); }
+  // What the last exchanges with each upstream said (status page). Thread-safe.
+  UpstreamHealth& health() { return health_; }
+  const UpstreamHealth& health() const { return health_; }
+  // Whether a bearer token for `upstream` is cached now. Any thread.
+  bool holdsToken(std::string_view upstream) const { return tokens_->holdsToken(upstream); }
 
  private:
   friend class ManifestFetch;
@@ -90,6 +96,13 @@ class PullThrough {
                  const std::shared_ptr<upstream::Fill>& fill, const cache::Digest& digest);
   void headBlob(const std::shared_ptr<http::Exchange>& ex, const Repository& repo,
                 const cache::Digest& digest);
+  // Records in health_ how an exchange with `upstream` ended: `transport` not ok and no
+  // answer is unreachable; 5xx, 429, 401/403 are failures; any other answer is a success.
+  // `kind` overrides the failure kind ("corrupt"). Any thread.
+  void noteExchange(const std::string& upstream, const Status& transport, int http_status,
+                    std::string_view kind = {});
+  void noteHead(const std::string& upstream, const upstream::ResponseHead& head);
+  void noteFillEnd(const upstream::Fill& fill);
 
   const Config& config_;
   const cache::Index& index_;
@@ -107,6 +120,7 @@ class PullThrough {
   cache::Recency recency_;
   const bool record_recency_;
   std::atomic<uint64_t> stale_served_{0};
+  UpstreamHealth health_;
 };
 
 // The response for a stored manifest, honouring the request's method and Accept header.

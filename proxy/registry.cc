@@ -81,7 +81,7 @@ RouteKind routeKind(std::string_view path) {
 }
 
 std::optional<CacheOutcome> cacheOutcome(std::string_view fields) {
-  size_t at = fields.find("cache=");
+  size_t at = fields.rfind("cache=");  // the last word: a revalidation can end stale
   if (at == std::string_view::npos) return std::nullopt;
   std::string_view value = fields.substr(at + 6);
   value = value.substr(0, value.find(' '));
@@ -99,6 +99,9 @@ void Registry::onFinished(const http::Request* request, const http::Completion& 
   if (request != nullptr) metrics_.requestEnded();
   RouteKind route = request ? routeKind(request->path) : RouteKind::kOther;
   metrics_.recordRequest(route, completion.status, completion.seconds);
+  if (route == RouteKind::kManifest) {
+    if (auto image = pulledImage(config_, *request, completion.status)) metrics_.recordPull(*image);
+  }
   if (route != RouteKind::kManifest && route != RouteKind::kBlob) return;
   auto outcome = cacheOutcome(completion.log_fields);
   if (!outcome) return;
@@ -128,6 +131,9 @@ bool Registry::serveOperational(const ExchangePtr& ex) {
     }
   } else if (path == "/api/status") {
     getStatus(ex);
+  } else if (path == "/" || path == "/ui/" || path == "/ui") {
+    // Like /api/status, the page is behind client auth (onRequest): it follows anonymous_pull.
+    ex->respond(statusPageResponse());
   } else {
     return false;
   }
@@ -135,42 +141,17 @@ bool Registry::serveOperational(const ExchangePtr& ex) {
 }
 
 void Registry::getStatus(const ExchangePtr& ex) {
-  Metrics::Summary s = metrics_.summary();
-  const Metrics::Gauges& g = metrics_.gauges();
-  auto seconds = std::chrono::duration_cast<std::chrono::seconds>(
-                     std::chrono::steady_clock::now() - metrics_.started())
-                     .count();
-  std::string body = "{\"version\":\"" REGCACHE_VERSION "\",\"uptime_seconds\":" +
-                     std::to_string(seconds) + ",\"offline\":" +
-                     (config_.offline ? "true" : "false");
-  char ratio[32];
-  std::snprintf(ratio, sizeof ratio, "%.4f", s.hitRatio());
-  body += ",\"cache\":{\"hits\":" + std::to_string(s.hits) +
-          ",\"misses\":" + std::to_string(s.misses) + ",\"stale\":" + std::to_string(s.stale) +
-          ",\"revalidated\":" + std::to_string(s.revalidated) +
-          ",\"coalesced\":" + std::to_string(s.coalesced) + ",\"hit_ratio\":" + ratio +
-          ",\"bytes_from_cache\":" + std::to_string(s.bytes_from_cache) +
-          ",\"bytes_from_upstream\":" + std::to_string(s.bytes_from_upstream) + "}";
-  body += ",\"fills\":{\"in_flight\":" +
-          std::to_string(g.fills_in_flight ? g.fills_in_flight() : 0) + "}";
-  body += ",\"disk\":{\"used\":" +
-          std::to_string(g.disk_bytes_used ? g.disk_bytes_used() : 0) +
-          ",\"bound\":" + std::to_string(g.disk_bytes_bound) +
-          ",\"evictions\":" + std::to_string(s.evictions) + "}";
-  body += ",\"requests\":" + std::to_string(s.requests);
-  body += ",\"connections\":" + std::to_string(g.connections ? g.connections() : 0);
-  body += ",\"upstreams\":[";
-  for (size_t i = 0; i < config_.upstreams.size(); ++i) {
-    const UpstreamConfig& u = config_.upstreams[i];
-    if (i > 0) body += ",";
-    body += "{\"name\":";
-    appendJsonString(body, u.name);
-    body += ",\"url\":";
-    appendJsonString(body, u.url);
-    body += std::string(",\"default\":") + (u.is_default ? "true" : "false") + "}";
-  }
-  body += "]}";
-  respond(ex, jsonResponse(std::move(body), "application/json"));
+  StatusInputs inputs;
+  inputs.config = &config_;
+  inputs.metrics = &metrics_;
+  inputs.health = &pull_.health();
+  inputs.token_cached = [this](std::string_view upstream) { return pull_.holdsToken(upstream); };
+  inputs.fills = pull_.fills().snapshot();
+  inputs.totals = store_totals_.get(metrics_.now());
+  http::Response response =
+      jsonResponse(renderStatusJson(buildStatusReport(std::move(inputs))), "application/json");
+  response.headers.add("Cache-Control", "no-cache");
+  respond(ex, std::move(response));
 }
 
 Registry::Registry(const Config& config, const cache::Index& index,
@@ -180,7 +161,11 @@ Registry::Registry(const Config& config, const cache::Index& index,
       store_(store),
       pool_(pool),
       uploads_(index, store),
-      pull_(config, index, store, pool) {
+      pull_(config, index, store, pool),
+      store_totals_(index, pool) {
+  pull_.health().setFailureCounter([this](std::string_view upstream, std::string_view kind) {
+    metrics_.recordUpstreamError(upstream, kind);
+  });
   Metrics::Gauges gauges;
   gauges.fills_in_flight = [this] { return pull_.fills().inFlight(); };
   gauges.disk_bytes_bound = config.max_cache_size;

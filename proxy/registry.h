@@ -17,6 +17,7 @@
 #include "proxy/metrics.h"
 #include "proxy/pull_through.h"
 #include "proxy/routes.h"
+#include "proxy/status.h"
 #include "proxy/uploads.h"
 
 namespace regcache::proxy {
@@ -42,7 +43,8 @@ class Registry : public http::Service {
   using HandlerPtr = std::unique_ptr<http::Handler>;
 
   HandlerPtr dispatch(const ExchangePtr& ex, const Route& route);
-  // /metrics, /healthz, /readyz, /api/status: true when `ex` was one of them (and answered).
+  // /metrics, /healthz, /readyz, /api/status and the status page (/, /ui/): true when `ex` was
+  // one of them (and answered).
   bool serveOperational(const ExchangePtr& ex);
   void getStatus(const ExchangePtr& ex);
 
@@ -83,6 +85,7 @@ class Registry : public http::Service {
   BlockingPool& pool_;
   UploadTable uploads_;
   PullThrough pull_;
+  StoreTotals store_totals_;  // the index's cached/pushed totals for /api/status
 };
 
 // Sends `response` with the headers every API response carries. Loop thread.

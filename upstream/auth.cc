@@ -300,4 +300,14 @@ void TokenCache::put(std::string_view upstream, std::string_view scope, std::str
   tokens_[key] = Entry{std::move(token), clock_() + (expires_in - margin)};
 }
 
+bool TokenCache::holdsToken(std::string_view upstream) {
+  std::string prefix = std::string(upstream) + '\n';
+  std::lock_guard<std::mutex> lock(mu_);
+  auto now = clock_();
+  for (const auto& [key, entry] : tokens_) {
+    if (key.starts_with(prefix) && now < entry.expires) return true;
+  }
+  return false;
+}
+
 }  // namespace regcache::upstream

@@ -91,6 +91,9 @@ class TokenCache {
   std::optional<std::string> get(std::string_view upstream, std::string_view scope);
   void put(std::string_view upstream, std::string_view scope, std::string token,
            std::chrono::seconds expires_in);
+  // Whether an unexpired token for any scope of `upstream` is held (the status page's "token
+  // state"; the token itself never leaves this cache).
+  bool holdsToken(std::string_view upstream);
 
  private:
   struct Entry {

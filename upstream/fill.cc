@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <ctime>
@@ -46,7 +47,9 @@ class FillReader : public proxy::http::BodySource {
       : fill_(std::move(fill)), loop_(loop), offset_(offset) {
     if (length) end_ = offset + *length;
     fill_->readers_.fetch_add(1);
+    fill_->attached_.fetch_add(1);
   }
+  ~FillReader() override { fill_->attached_.fetch_sub(1); }
 
   void start(std::function<void()> wake) override { wake_ = std::move(wake); }
 
@@ -365,6 +368,7 @@ void Fill::finish(State state) {
     state_ = state;
   }
   wakeWaiters(true);
+  if (table_.on_end_) table_.on_end_(*this);
   table_.remove(this);
 }
 
@@ -417,6 +421,24 @@ std::shared_ptr<Fill> FillTable::getOrStart(proxy::Loop& loop, const UpstreamOpt
 size_t FillTable::inFlight() const {
   std::lock_guard lock(mu_);
   return fills_.size();
+}
+
+std::vector<FillTable::FillInfo> FillTable::snapshot() const {
+  std::vector<std::shared_ptr<Fill>> fills;
+  {
+    std::lock_guard lock(mu_);
+    fills.reserve(fills_.size());
+    for (const auto& [digest, fill] : fills_) fills.push_back(fill);
+  }
+  std::vector<FillInfo> out;
+  out.reserve(fills.size());
+  for (const auto& fill : fills) {
+    out.push_back(FillInfo{fill->digest(), fill->upstreamName(), fill->remote(),
+                           fill->progress(), fill->attached()});
+  }
+  std::sort(out.begin(), out.end(),
+            [](const FillInfo& a, const FillInfo& b) { return a.digest < b.digest; });
+  return out;
 }
 
 void FillTable::remove(const Fill* fill) {

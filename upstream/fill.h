@@ -63,6 +63,11 @@ class Fill : public std::enable_shared_from_this<Fill> {
   int fd() const { return fd_; }
   // Number of readers attached so far (for tests and metrics).
   size_t readers() const { return readers_.load(); }
+  // Readers following the fill now (attached and not yet destroyed).
+  size_t attached() const { return attached_.load(); }
+  const std::string& upstreamName() const { return upstream_.name; }
+  // The repository on the upstream the blob is fetched from ("library/alpine").
+  const std::string& remote() const { return remote_; }
 
   // Calls `wake` on `loop` the next time progress is made (bytes, head, end), or at once when
   // some was made since the caller saw `seen_readable` readable bytes in `seen_state`.
@@ -121,6 +126,7 @@ class Fill : public std::enable_shared_from_this<Fill> {
   int upstream_status_ = 0;           // guarded by mu_
   std::vector<Waiter> waiters_;       // guarded by mu_
   std::atomic<size_t> readers_{0};
+  std::atomic<size_t> attached_{0};
 };
 
 // Every fill in flight, one per digest. Thread-safe.
@@ -138,6 +144,21 @@ class FillTable {
                                    const std::string& remote, bool* joined = nullptr);
 
   size_t inFlight() const;
+
+  // One fill in flight as the status page shows it.
+  struct FillInfo {
+    std::string digest;
+    std::string upstream;
+    std::string repository;  // on the upstream
+    Fill::Progress progress;
+    size_t clients = 0;      // readers attached now
+  };
+  // The fills in flight, by digest. Any thread.
+  std::vector<FillInfo> snapshot() const;
+
+  // Called on the fill's loop when a fill ends (kDone or kFailed), after its state is final.
+  // Set once before the first fill starts.
+  void setOnEnd(std::function<void(const Fill&)> on_end) { on_end_ = std::move(on_end); }
   // Total fills started (for tests and metrics).
   uint64_t started() const { return started_.load(); }
   // Bytes of blobs fills have stored since start (for the cache size estimate).
@@ -151,6 +172,7 @@ class FillTable {
   const cache::BlobStore& store_;
   proxy::BlockingPool& pool_;
   std::function<Client&(proxy::Loop&)> client_for_;
+  std::function<void(const Fill&)> on_end_;
   mutable std::mutex mu_;
   std::unordered_map<std::string, std::shared_ptr<Fill>> fills_;  // guarded by mu_
   std::atomic<uint64_t> started_{0};
