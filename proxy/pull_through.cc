@@ -289,8 +289,8 @@ PullThrough::PullThrough(const Config& config, const cache::Index& index,
       // Only for measuring what recording costs (tests/bench): eviction then sees creation
       // times instead of last use.
       record_recency_(std::getenv("REGCACHE_BENCH_NO_RECENCY") == nullptr) {
-  for (const auto& u : config.upstreams) {
   fills_.setOnEnd([this](const upstream::Fill& fill) { noteFillEnd(fill); });
+  for (const auto& u : config.upstreams) {
     upstream::UpstreamOptions base;
     base.name = u.name;
     base.base_url = u.url;
@@ -309,7 +309,6 @@ PullThrough::PullThrough(const Config& config, const cache::Index& index,
 
 PullThrough::~PullThrough() { shutdown(); }
 
-void PullThrough::shutdown() {
 void PullThrough::noteExchange(const std::string& upstream, const Status& transport,
                                int http_status, std::string_view kind) {
   int64_t now = nowSeconds();
@@ -349,6 +348,7 @@ void PullThrough::noteFillEnd(const upstream::Fill& fill) {
   }
 }
 
+void PullThrough::shutdown() {
   std::lock_guard lock(mu_);
   clients_.clear();
 }
