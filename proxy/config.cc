@@ -301,11 +301,69 @@ constexpr std::array<KeySpec<Config>, 2> kTlsKeys{{
                Config& c) { return assign(r.string(n, p), c.tls_key); }},
 }};
 
-constexpr std::array<KeySpec<Config>, 2> kAuthKeys{{
+Status readAllowNamespaces(const Reader& r, const toml::node& n, const std::string& path,
+                           AuthAllow& a) {
+  const toml::array* array = n.as_array();
+  if (array == nullptr) {
+    return r.fail(n.source(), path, "expected an array of strings");
+  }
+  for (const toml::node& entry : *array) {
+    std::string entry_path = path + "[" + std::to_string(a.namespaces.size()) + "]";
+    Result<std::string> ns = r.string(entry, entry_path);
+    if (ns && ns.value() != "*" && !isValidRepository(ns.value())) {
+      return r.fail(entry.source(), entry_path,
+                    "expected \"*\" or a repository name prefix like \"team-a\"");
+    }
+    if (Status s = assign(std::move(ns), a.namespaces.emplace_back()); !s) {
+      return s;
+    }
+  }
+  return Status::ok();
+}
+
+constexpr std::array<KeySpec<AuthAllow>, 2> kAllowKeys{{
+    {"user", [](const Reader& r, const toml::node& n, const std::string& p,
+                AuthAllow& a) { return assign(r.string(n, p), a.user); }},
+    {"namespaces", readAllowNamespaces},
+}};
+
+// [[auth.allow]]: one entry per user; a user listed twice would make the second entry a trap.
+Status readAllows(const Reader& r, const toml::node& n, const std::string& path, Config& c) {
+  const toml::array* array = n.as_array();
+  if (array == nullptr) {
+    return r.fail(n.source(), path, "expected [[auth.allow]] tables");
+  }
+  c.auth_allow.clear();
+  for (const toml::node& entry : *array) {
+    std::string entry_path = path + "[" + std::to_string(c.auth_allow.size()) + "]";
+    const toml::table* table = entry.as_table();
+    if (table == nullptr) {
+      return r.fail(entry.source(), entry_path, "expected a table ([[auth.allow]])");
+    }
+    AuthAllow allow;
+    if (Status s = readTable(r, *table, entry_path, kAllowKeys, allow); !s) {
+      return s;
+    }
+    if (allow.user.empty()) {
+      return r.fail(entry.source(), entry_path, "user is required");
+    }
+    for (const AuthAllow& other : c.auth_allow) {
+      if (other.user == allow.user) {
+        return r.fail(entry.source(), entry_path + ".user",
+                      "user \"" + allow.user + "\" is listed twice");
+      }
+    }
+    c.auth_allow.push_back(std::move(allow));
+  }
+  return Status::ok();
+}
+
+constexpr std::array<KeySpec<Config>, 3> kAuthKeys{{
     {"htpasswd", [](const Reader& r, const toml::node& n, const std::string& p,
                     Config& c) { return assign(r.string(n, p), c.htpasswd); }},
     {"anonymous_pull", [](const Reader& r, const toml::node& n, const std::string& p,
                           Config& c) { return assign(r.boolean(n, p), c.anonymous_pull); }},
+    {"allow", readAllows},
 }};
 
 Status readNamespaces(const Reader& r, const toml::node& n, const std::string& path, Config& c) {
@@ -396,6 +454,10 @@ constexpr std::array<KeySpec<Config>, 14> kTopKeys{{
 Status checkConsistency(const Reader& r, const toml::table& root, const Config& c) {
   if (c.tls_cert.has_value() != c.tls_key.has_value()) {
     return r.fail(root["tls"].node()->source(), "tls", "cert and key must be given together");
+  }
+  if (!c.auth_allow.empty() && !c.htpasswd) {
+    return r.fail(root["auth"]["allow"].node()->source(), "auth.allow",
+                  "write permissions need users: set auth.htpasswd");
   }
   for (size_t i = 0; i < c.upstreams.size(); ++i) {
     for (const std::string& ns : c.local_namespaces) {

@@ -22,6 +22,14 @@ struct UpstreamConfig {
   std::string http_proxy;
 };
 
+// One [[auth.allow]] entry: where `user` may push and delete.
+struct AuthAllow {
+  std::string user;
+  // Repository name prefixes, matched as whole path components ("team-a" covers "team-a/app"
+  // but not "team-ab/app"); "*" covers every repository.
+  std::vector<std::string> namespaces;
+};
+
 struct Config {
   std::string listen = "0.0.0.0:5000";
   std::filesystem::path data_dir = "./regcache-data";
@@ -31,8 +39,9 @@ struct Config {
   std::optional<std::string> tls_cert;
   std::optional<std::string> tls_key;
 
-  std::optional<std::string> htpasswd;
+  std::optional<std::string> htpasswd;  // set: client auth is on
   bool anonymous_pull = true;
+  std::vector<AuthAllow> auth_allow;  // write permissions; a user not listed may push nowhere
 
   std::vector<UpstreamConfig> upstreams;  // embedded default: docker.io, default = true
   std::vector<std::string> local_namespaces{"local"};

@@ -172,8 +172,28 @@ Registry::Registry(const Config& config, const cache::Index& index,
   metrics_.setGauges(std::move(gauges));  // serve() adds what only it knows
 }
 
+Status Registry::openAuth() {
+  if (!config_.htpasswd) return Status::ok();
+  auto auth = ClientAuth::open(ClientAuth::optionsFrom(config_), pool_);
+  if (!auth) return auth.status();
+  auth_ = std::move(*auth);
+  spdlog::info("auth.start htpasswd={} anonymous_pull={} allow_entries={}", *config_.htpasswd,
+               config_.anonymous_pull, config_.auth_allow.size());
+  return Status::ok();
+}
+
+Status Registry::reloadAuth() { return auth_ != nullptr ? auth_->reload() : Status::ok(); }
+
 std::unique_ptr<http::Handler> Registry::onRequest(std::shared_ptr<http::Exchange> ex) {
   metrics_.requestStarted();
+  // Client auth first (proxy/auth.h): a refused request costs no routing work.
+  if (auth_ != nullptr) {
+    return auth_->admit(ex, [this](const ExchangePtr& admitted) { return onAdmitted(admitted); });
+  }
+  return onAdmitted(ex);
+}
+
+std::unique_ptr<http::Handler> Registry::onAdmitted(const ExchangePtr& ex) {
   const http::Request& request = ex->request();
   if (!request.path.starts_with("/v2") && serveOperational(ex)) return nullptr;
   auto route = parseRoute(request.path);

@@ -11,6 +11,7 @@
 
 #include "cache/blob_store.h"
 #include "cache/index.h"
+#include "proxy/auth.h"
 #include "proxy/config.h"
 #include "proxy/http.h"
 #include "proxy/loop.h"
@@ -28,12 +29,20 @@ class Registry : public http::Service {
   Registry(const Config& config, const cache::Index& index, const cache::BlobStore& store,
            BlockingPool& pool);
 
+  // Every request passes client auth (when on) before anything else.
   std::unique_ptr<http::Handler> onRequest(std::shared_ptr<http::Exchange> exchange) override;
   void onFinished(const http::Request* request, const http::Completion& completion) override;
 
   UploadTable& uploads() { return uploads_; }
   PullThrough& pullThrough() { return pull_; }
   Metrics& metrics() { return metrics_; }
+
+  // Turns client auth on when the config names an htpasswd file; the error when that file
+  // cannot be read or parsed. Call once, before the server starts.
+  Status openAuth();
+  // Re-reads the htpasswd file (SIGHUP). Ok when auth is off; on error the old users stay.
+  // Any thread.
+  Status reloadAuth();
 
   // Stops upstream work. Call after the server's loops stopped, before they are destroyed.
   void shutdown() { pull_.shutdown(); }
@@ -42,6 +51,8 @@ class Registry : public http::Service {
   using ExchangePtr = std::shared_ptr<http::Exchange>;
   using HandlerPtr = std::unique_ptr<http::Handler>;
 
+  // Routes a request that client auth let through.
+  HandlerPtr onAdmitted(const ExchangePtr& ex);
   HandlerPtr dispatch(const ExchangePtr& ex, const Route& route);
   // /metrics, /healthz, /readyz, /api/status and the status page (/, /ui/): true when `ex` was
   // one of them (and answered).
@@ -86,6 +97,7 @@ class Registry : public http::Service {
   UploadTable uploads_;
   PullThrough pull_;
   StoreTotals store_totals_;  // the index's cached/pushed totals for /api/status
+  std::unique_ptr<ClientAuth> auth_;  // null: client auth is off
 };
 
 // Sends `response` with the headers every API response carries. Loop thread.

@@ -90,6 +90,10 @@ int serve(const Config& config) {
   // Owned by pointer so it can be drained before the registry its jobs use goes away.
   auto pool = std::make_unique<BlockingPool>(4);
   Registry registry(config, **index, **store, *pool);
+  if (Status status = registry.openAuth(); !status) {
+    spdlog::error("serve.auth error=\"{}\"", status.message());
+    return 1;
+  }
   http::ServerOptions options;
   options.host = listen->host;
   options.port = listen->port;
