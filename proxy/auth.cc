@@ -101,6 +101,11 @@ bool isOpenEndpoint(const http::Request& request) {
          (request.path == "/metrics" || request.path == "/healthz" || request.path == "/readyz");
 }
 
+// The API version check, Docker's first request to a registry.
+bool isBase(const http::Request& request) {
+  return request.path == "/v2/" || request.path == "/v2";
+}
+
 void challenge(const std::shared_ptr<http::Exchange>& ex, std::string_view message) {
   http::Response response = errorResponse(ErrorCode::kUnauthorized, message);
   response.headers.add("WWW-Authenticate", std::string(kChallenge));
@@ -425,6 +430,17 @@ ClientAuth::HandlerPtr ClientAuth::admit(const std::shared_ptr<http::Exchange>& 
     if (credentials->user.empty() && credentials->password.empty()) credentials.reset();
   }
   if (!credentials) {
+    if (isRead(request) && options_.anonymous_pull && isBase(request)) {
+      // 200 so that anonymous pulls go ahead (Docker refuses to pull anonymously once /v2/
+      // challenges with Basic), with the challenge beside it so that clients which read it
+      // on a 200 (containers/image: skopeo, podman) send their login with pushes.
+      http::Response response;
+      response.headers.add("Content-Type", "application/json");
+      response.headers.add("WWW-Authenticate", std::string(kChallenge));
+      response.body = "{}";
+      respond(ex, std::move(response));
+      return nullptr;
+    }
     if (isRead(request) && options_.anonymous_pull) return proceed(ex);
     challenge(ex, isRead(request) ? "authentication required"
                                   : "pushes and deletes need a user: log in first");

@@ -35,7 +35,7 @@ int serveCommand(const std::vector<std::string>& args) {
   }
   if (offline) config->offline = true;
 
-  setUpLogging(config->log_level);
+  setUpLogging(config->log_level, config->log_format);
   return serve(*config);
 }
 

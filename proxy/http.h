@@ -167,6 +167,8 @@ struct ServerOptions {
   std::chrono::seconds request_timeout{60};  // headers not complete, or body stalled, this long
   std::chrono::seconds write_timeout{300};   // client not reading our response
   size_t max_connections = 10000;
+  // Access log lines as one JSON object each (log_format = "json") instead of key=value text.
+  bool access_log_json = false;
 };
 
 class Server {

@@ -893,6 +893,83 @@ void Connection::abortExchange() {
   logAccess(exchange.get(), true);
 }
 
+// ---------------------------------------------------------------------------------------------
+// The access log as JSON (log_format = "json")
+
+namespace {
+
+// `s` as a JSON string literal. Bytes outside printable ASCII are escaped one by one, so a
+// line is valid JSON whatever a client put in its request.
+void appendJson(std::string& out, std::string_view s) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  out.push_back('"');
+  for (char ch : s) {
+    auto c = static_cast<unsigned char>(ch);
+    if (c == '"' || c == '\\') {
+      out.push_back('\\');
+      out.push_back(ch);
+    } else if (c < 0x20 || c >= 0x7f) {
+      out += "\\u00";
+      out.push_back(kHex[c >> 4]);
+      out.push_back(kHex[c & 15]);
+    } else {
+      out.push_back(ch);
+    }
+  }
+  out.push_back('"');
+}
+
+// One access line as a JSON object. `fields` are the handler's " key=value" pairs; each becomes
+// a string member. Without a request (it never got past its headers) req, method and path are
+// null.
+std::string accessJson(const Request* request, uint64_t conn, std::string_view client, int status,
+                       uint64_t bytes, double ms, bool aborted, std::string_view fields) {
+  auto now = std::chrono::system_clock::now();
+  std::time_t seconds = std::chrono::system_clock::to_time_t(now);
+  auto millis = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()) %
+                1000;
+  std::tm utc{};
+  gmtime_r(&seconds, &utc);
+  char time[40];
+  size_t n = std::strftime(time, sizeof time, "%Y-%m-%dT%H:%M:%S", &utc);
+  std::snprintf(time + n, sizeof time - n, ".%03dZ", static_cast<int>(millis.count()));
+
+  std::string out = "{\"time\":\"";
+  out += time;
+  out += "\",\"level\":\"info\",\"event\":\"access\",\"req\":";
+  out += request != nullptr ? std::to_string(request->id) : "null";
+  out += ",\"conn\":" + std::to_string(conn) + ",\"client\":";
+  appendJson(out, client);
+  if (request != nullptr) {
+    out += ",\"method\":";
+    appendJson(out, request->method);
+    out += ",\"path\":";  // never the query: it may carry a token
+    appendJson(out, request->path);
+  } else {
+    out += ",\"method\":null,\"path\":null";
+  }
+  char ms_text[32];
+  std::snprintf(ms_text, sizeof ms_text, "%.3f", ms);
+  out += ",\"status\":" + std::to_string(status) + ",\"bytes\":" + std::to_string(bytes) +
+         ",\"ms\":" + ms_text;
+  if (aborted) out += ",\"aborted\":true";
+  while (!fields.empty()) {
+    size_t end = fields.find(' ', 1);
+    std::string_view field = fields.substr(1, end == std::string_view::npos ? end : end - 1);
+    fields.remove_prefix(end == std::string_view::npos ? fields.size() : end);
+    size_t eq = field.find('=');
+    if (field.empty() || eq == std::string_view::npos) continue;
+    out.push_back(',');
+    appendJson(out, field.substr(0, eq));
+    out.push_back(':');
+    appendJson(out, field.substr(eq + 1));
+  }
+  out.push_back('}');
+  return out;
+}
+
+}  // namespace
+
 void Connection::logAccess(const ExchangeImpl* exchange, bool aborted) {
   double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started_)
                   .count();
@@ -909,6 +986,12 @@ void Connection::logAccess(const ExchangeImpl* exchange, bool aborted) {
 
   spdlog::logger* log = context_.access_log;
   if (log == nullptr || !log->should_log(spdlog::level::info)) {
+    return;
+  }
+  if (context_.options->access_log_json) {
+    const Request* request = exchange != nullptr ? &exchange->request_ : nullptr;
+    std::string_view fields = exchange != nullptr ? exchange->log_fields_ : std::string_view();
+    log->info(accessJson(request, id_, peer_, status_, bytes, ms, aborted, fields));
     return;
   }
   std::string_view flag = aborted ? " aborted=true" : "";

@@ -428,6 +428,7 @@ void PullThrough::getManifest(const std::shared_ptr<http::Exchange>& ex, const R
                           if (ex) serveResolution(ex, route, repo, reference, r, have_cached);
                         });
   ex->addLogField(joined ? "cache=coalesced" : have_cached ? "cache=revalidate" : "cache=miss");
+  ex->addLogField("upstream=" + repo.upstream->name);
 }
 
 void PullThrough::serveResolution(const std::shared_ptr<http::Exchange>& ex, const Route& route,
@@ -499,6 +500,7 @@ void PullThrough::getBlob(const std::shared_ptr<http::Exchange>& ex, const Route
   auto fill = fills_.getOrStart(ex->loop(), endpoints(*repo.upstream).blobs, digest.str(),
                                 repo.key, repo.remote, &joined);
   ex->addLogField(joined ? "cache=coalesced" : "cache=miss");
+  ex->addLogField("upstream=" + repo.upstream->name);
   serveFill(ex, fill, digest);
 }
 
@@ -592,6 +594,7 @@ void PullThrough::headBlob(const std::shared_ptr<http::Exchange>& ex, const Repo
     respond(ex, upstreamError(failure, ErrorCode::kBlobUnknown, "blob " + digest.str()));
   };
   ex->addLogField("cache=miss");
+  ex->addLogField("upstream=" + repo.upstream->name);
   clientFor(ex->loop()).start(endpoints(*repo.upstream).manifests, std::move(r),
                               std::move(callbacks));
 }
@@ -609,6 +612,7 @@ void PullThrough::getTags(const std::shared_ptr<http::Exchange>& ex, const Route
   std::weak_ptr<http::Exchange> weak = ex;
   upstream::Request r;
   r.path = "/v2/" + repo.remote + "/tags/list";
+  ex->addLogField("upstream=" + repo.upstream->name);
   const std::string& query = ex->request().query;
   if (!query.empty()) r.path += "?" + query;
   r.repository = repo.remote;

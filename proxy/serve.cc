@@ -7,6 +7,7 @@
 #include <ctime>
 #include <thread>
 
+#include <spdlog/pattern_formatter.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
@@ -48,16 +49,51 @@ void drain(http::Server& server, Registry& registry, std::chrono::seconds bound)
   }
 }
 
+// %* in a log pattern: the message as the inside of a JSON string literal.
+class JsonMessageFlag : public spdlog::custom_flag_formatter {
+ public:
+  void format(const spdlog::details::log_msg& msg, const std::tm&,
+              spdlog::memory_buf_t& dest) override {
+    for (char ch : msg.payload) {
+      auto c = static_cast<unsigned char>(ch);
+      if (c == '"' || c == '\\') {
+        dest.push_back('\\');
+        dest.push_back(ch);
+      } else if (c < 0x20 || c >= 0x7f) {
+        // Bytes, not characters: a message is not guaranteed to be UTF-8.
+        static constexpr char kHex[] = "0123456789abcdef";
+        const char escaped[] = {'\\', 'u', '0', '0', kHex[c >> 4], kHex[c & 15]};
+        dest.append(escaped, escaped + sizeof escaped);
+      } else {
+        dest.push_back(ch);
+      }
+    }
+  }
+  std::unique_ptr<spdlog::custom_flag_formatter> clone() const override {
+    return std::make_unique<JsonMessageFlag>();
+  }
+};
+
 }  // namespace
 
-void setUpLogging(const std::string& level) {
+void setUpLogging(const std::string& level, const std::string& format) {
   auto sink = std::make_shared<spdlog::sinks::stderr_sink_mt>();
   auto events = std::make_shared<spdlog::logger>("regcache", sink);
-  auto access = std::make_shared<spdlog::logger>("access", sink);
+  // A sink of its own: formatters belong to sinks, and the two formats differ in JSON mode.
+  auto access_sink = std::make_shared<spdlog::sinks::stderr_sink_mt>();
+  auto access = std::make_shared<spdlog::logger>("access", access_sink);
   for (const auto& logger : {events, access}) {
     logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e%z %l %v");
     logger->set_level(spdlog::level::from_str(level));
     logger->flush_on(spdlog::level::info);
+  }
+  if (format == "json") {
+    // Access lines arrive as whole JSON objects; event lines are wrapped, their text escaped.
+    access->set_pattern("%v");
+    auto formatter = std::make_unique<spdlog::pattern_formatter>();
+    formatter->add_flag<JsonMessageFlag>('*').set_pattern(
+        R"({"time":"%Y-%m-%dT%H:%M:%S.%e%z","level":"%l","msg":"%*"})");
+    events->set_formatter(std::move(formatter));
   }
   spdlog::drop("access");
   spdlog::register_logger(access);
@@ -98,6 +134,7 @@ int serve(const Config& config) {
   options.host = listen->host;
   options.port = listen->port;
   options.threads = config.threads;
+  options.access_log_json = config.log_format == "json";
   http::Server server(options, registry);
   Housekeeper housekeeper(config, **index, **store, registry, *pool);
   Metrics::Gauges gauges;

@@ -11,7 +11,9 @@ namespace regcache::proxy {
 int serve(const Config& config);
 
 // Sets up the loggers: the default one (events) and "access" (one line per request), both to
-// stderr, at `level`.
-void setUpLogging(const std::string& level);
+// stderr, at `level`. `format` "json" writes every line as one JSON object: the access lines
+// are made whole by the server (ServerOptions::access_log_json), event lines get "time",
+// "level" and "msg".
+void setUpLogging(const std::string& level, const std::string& format = "text");
 
 }  // namespace regcache::proxy
