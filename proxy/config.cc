@@ -388,6 +388,48 @@ Status readNamespaces(const Reader& r, const toml::node& n, const std::string& p
 
 constexpr std::array<KeySpec<Config>, 1> kLocalKeys{{{"namespaces", readNamespaces}}};
 
+// [limits] and its [limits.rate_limit] table.
+constexpr std::array<KeySpec<Config>, 2> kRateLimitKeys{{
+    {"requests_per_second",
+     [](const Reader& r, const toml::node& n, const std::string& p, Config& c) {
+       return assign(r.count(n, p), c.limits.rate_limit_requests_per_second);
+     }},
+    {"burst",
+     [](const Reader& r, const toml::node& n, const std::string& p, Config& c) {
+       Result<uint64_t> burst = r.count(n, p);
+       if (burst && burst.value() == 0) {
+         return r.fail(n.source(), p, "expected at least 1");
+       }
+       return assign(std::move(burst), c.limits.rate_limit_burst);
+     }},
+}};
+
+Status readRateLimit(const Reader& r, const toml::node& n, const std::string& path, Config& c);
+
+constexpr std::array<KeySpec<Config>, 6> kLimitsKeys{{
+    {"max_connections",
+     [](const Reader& r, const toml::node& n, const std::string& p, Config& c) {
+       return assign(r.count(n, p), c.limits.max_connections);
+     }},
+    {"max_header_bytes",
+     [](const Reader& r, const toml::node& n, const std::string& p, Config& c) {
+       return assign(r.size(n, p), c.limits.max_header_bytes);
+     }},
+    {"idle_timeout",
+     [](const Reader& r, const toml::node& n, const std::string& p, Config& c) {
+       return assign(r.duration(n, p), c.limits.idle_timeout);
+     }},
+    {"request_timeout",
+     [](const Reader& r, const toml::node& n, const std::string& p, Config& c) {
+       return assign(r.duration(n, p), c.limits.request_timeout);
+     }},
+    {"max_fills_per_upstream",
+     [](const Reader& r, const toml::node& n, const std::string& p, Config& c) {
+       return assign(r.count(n, p), c.limits.max_fills_per_upstream);
+     }},
+    {"rate_limit", readRateLimit},
+}};
+
 // A [section] read through its own key list.
 template <size_t N>
 Status readSection(const Reader& r, const toml::node& n, const std::string& path,
@@ -397,6 +439,32 @@ Status readSection(const Reader& r, const toml::node& n, const std::string& path
     return r.fail(n.source(), path, "expected a table ([" + path + "])");
   }
   return readTable(r, *table, path, keys, c);
+}
+
+Status readRateLimit(const Reader& r, const toml::node& n, const std::string& path, Config& c) {
+  return readSection(r, n, path, kRateLimitKeys, c);
+}
+
+// Limits of 0 would refuse every connection or time every request out at once.
+Status checkLimits(const Reader& r, const toml::table& root, const LimitsConfig& limits) {
+  auto fail = [&](std::string_view key, std::string_view why) {
+    const toml::node* where = root["limits"][key].node();
+    return r.fail(where != nullptr ? where->source() : root.source(),
+                  "limits." + std::string(key), why);
+  };
+  if (limits.max_connections == 0) {
+    return fail("max_connections", "expected at least 1");
+  }
+  if (limits.max_header_bytes < 1024) {
+    return fail("max_header_bytes", "expected at least 1KiB");
+  }
+  if (limits.idle_timeout.count() == 0) {
+    return fail("idle_timeout", "expected at least 1s");
+  }
+  if (limits.request_timeout.count() == 0) {
+    return fail("request_timeout", "expected at least 1s");
+  }
+  return Status::ok();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -434,6 +502,8 @@ constexpr std::array<KeySpec<Config>, 14> kTopKeys{{
     {"auth", [](const Reader& r, const toml::node& n, const std::string& p,
                 Config& c) { return readSection(r, n, p, kAuthKeys, c); }},
     {"upstream", readUpstreams},
+    {"limits", [](const Reader& r, const toml::node& n, const std::string& p,
+                  Config& c) { return readSection(r, n, p, kLimitsKeys, c); }},
     {"local", [](const Reader& r, const toml::node& n, const std::string& p,
                  Config& c) { return readSection(r, n, p, kLocalKeys, c); }},
     {"log_level", [](const Reader& r, const toml::node& n, const std::string& p,
@@ -454,6 +524,9 @@ constexpr std::array<KeySpec<Config>, 14> kTopKeys{{
 Status checkConsistency(const Reader& r, const toml::table& root, const Config& c) {
   if (c.tls_cert.has_value() != c.tls_key.has_value()) {
     return r.fail(root["tls"].node()->source(), "tls", "cert and key must be given together");
+  }
+  if (Status s = checkLimits(r, root, c.limits); !s) {
+    return s;
   }
   if (!c.auth_allow.empty() && !c.htpasswd) {
     return r.fail(root["auth"]["allow"].node()->source(), "auth.allow",

@@ -18,6 +18,8 @@
 #include <cstring>
 
 #include "proxy/http_connection.h"
+#include "proxy/rate_limit.h"
+#include "proxy/tls.h"
 
 namespace regcache::proxy::http {
 
@@ -106,6 +108,54 @@ std::optional<std::string> Request::queryParam(std::string_view name) const {
     }
   }
   return std::nullopt;
+}
+
+// The path is decoded one segment at a time, so an encoded '/' cannot hide a "..": the router
+// refuses encoded slashes in names anyway, and here "..%2f" is simply not a ".." segment.
+Status checkTarget(std::string_view target) {
+  for (char ch : target) {
+    auto byte = static_cast<unsigned char>(ch);
+    if (byte <= 0x20 || byte == 0x7f) {
+      return invalidArgument("request target holds a control character or space");
+    }
+  }
+  // Absolute-form (a proxy-style request) must name a plausible host before its path.
+  if (!target.starts_with('/')) {
+    size_t scheme = target.starts_with("http://") ? 7 : target.starts_with("https://") ? 8 : 0;
+    size_t path_at = std::min(target.find_first_of("/?", scheme), target.size());
+    std::string_view authority = target.substr(scheme, path_at - scheme);
+    bool bracketed = authority.starts_with('[');
+    if (scheme == 0 || authority.empty() ||
+        bracketed != (authority.find(']') != std::string_view::npos) ||
+        authority.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                    "0123456789.-_:[]") != std::string_view::npos) {
+      return invalidArgument("request target is neither a path nor an absolute URL");
+    }
+    target.remove_prefix(path_at);
+  }
+  std::string_view path = target.substr(0, target.find('?'));
+  size_t start = 0;
+  while (start <= path.size()) {
+    size_t slash = path.find('/', start);
+    std::string_view segment = path.substr(start, slash == path.npos ? path.npos : slash - start);
+    // Decoding allocates: only segments that hold an escape pay for it.
+    std::string decoded;
+    if (segment.find('%') != segment.npos) {
+      decoded = percentDecode(segment);
+      segment = decoded;
+    }
+    if (segment == "." || segment == "..") {
+      return invalidArgument("request target holds a \".\" or \"..\" path segment");
+    }
+    if (segment.find('\\') != segment.npos || segment.find('\0') != segment.npos) {
+      return invalidArgument("request target holds a backslash or NUL");
+    }
+    if (slash == path.npos) {
+      break;
+    }
+    start = slash + 1;
+  }
+  return Status::ok();
 }
 
 std::string_view reasonPhrase(int status) {
@@ -295,6 +345,9 @@ struct Server::Impl {
   ServerOptions options;
   Service& service;
   std::atomic<size_t> open_connections{0};
+  std::unique_ptr<TlsSlot> tls;             // null: plain HTTP
+  std::unique_ptr<RateLimiter> rate_limiter;  // null: no limit
+  std::mutex reload_mu;                     // one reloadTls() at a time
   std::vector<std::unique_ptr<Worker>> workers;
   uint16_t port = 0;
 
@@ -305,10 +358,28 @@ struct Server::Impl {
   std::mutex join_mu;     // serialises joining the threads
 
   Impl(ServerOptions o, Service& s) : options(std::move(o)), service(s) {}
+  Status setUpLimitsAndTls();
   Status bindAll();
   void joinAll();
   bool onLoopThread() const;
 };
+
+Status Server::Impl::setUpLimitsAndTls() {
+  if (options.rate_per_second > 0) {
+    rate_limiter = std::make_unique<RateLimiter>(options.rate_per_second, options.rate_burst);
+  }
+  if (options.tls_cert.empty() && options.tls_key.empty()) {
+    return Status::ok();
+  }
+  auto context = TlsContext::load(options.tls_cert, options.tls_key);
+  if (!context) {
+    return context.status();
+  }
+  spdlog::info("http.tls cert={} serial={}", options.tls_cert, (*context)->serial());
+  tls = std::make_unique<TlsSlot>();
+  tls->set(std::move(*context));
+  return Status::ok();
+}
 
 Status Server::Impl::bindAll() {
   addrinfo hints{};
@@ -396,6 +467,9 @@ Status Server::start() {
   if (threads == 0) {
     threads = std::max(1u, std::thread::hardware_concurrency());
   }
+  if (Status status = impl_->setUpLimitsAndTls(); !status) {
+    return status;
+  }
   // http-parser's own header limit is process-wide; keep it above ours so ours decides.
   http_parser_set_max_header_size(
       static_cast<uint32_t>(std::max<size_t>(80 * 1024, impl_->options.max_header_bytes + 1024)));
@@ -411,6 +485,8 @@ Status Server::start() {
     worker->context.loop = &worker->loop;
     worker->context.access_log = access_log;
     worker->context.open_connections = &impl_->open_connections;
+    worker->context.tls = impl_->tls.get();
+    worker->context.rate_limiter = impl_->rate_limiter.get();
     impl_->workers.push_back(std::move(worker));
   }
   if (Status status = impl_->bindAll(); !status.isOk()) {
@@ -478,6 +554,28 @@ void Server::wait() {
 }
 
 size_t Server::connections() const { return impl_->open_connections.load(); }
+
+Status Server::reloadTls() {
+  std::lock_guard lock(impl_->reload_mu);
+  if (impl_->tls == nullptr) {
+    return invalidArgument("TLS is not configured");
+  }
+  auto context = TlsContext::load(impl_->options.tls_cert, impl_->options.tls_key);
+  if (!context) {
+    return context.status();
+  }
+  spdlog::info("http.tls_reloaded cert={} serial={}", impl_->options.tls_cert,
+               (*context)->serial());
+  impl_->tls->set(std::move(*context));
+  return Status::ok();
+}
+
+std::string Server::tlsSerial() const {
+  if (impl_->tls == nullptr) {
+    return "";
+  }
+  return impl_->tls->get()->serial();
+}
 
 std::vector<Loop*> Server::loops() const {
   std::vector<Loop*> loops;

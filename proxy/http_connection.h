@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 
 #include "proxy/http.h"
@@ -23,6 +24,26 @@ class logger;
 namespace regcache::proxy::http {
 
 class Connection;
+class RateLimiter;
+class TlsContext;
+
+// The TLS context new connections are made with. Server::reloadTls() swaps it; connections
+// already open hold their own reference to the old SSL_CTX. Thread-safe.
+class TlsSlot {
+ public:
+  std::shared_ptr<TlsContext> get() const {
+    std::lock_guard lock(mu_);
+    return context_;
+  }
+  void set(std::shared_ptr<TlsContext> context) {
+    std::lock_guard lock(mu_);
+    context_ = std::move(context);
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::shared_ptr<TlsContext> context_;  // guarded by mu_
+};
 
 // What the connections of one loop share. Owned by the server; outlives its connections.
 struct LoopContext {
@@ -32,6 +53,8 @@ struct LoopContext {
   spdlog::logger* access_log = nullptr;
   std::atomic<size_t>* open_connections = nullptr;  // across all loops
   Connection* connections = nullptr;                // intrusive list; loop thread only
+  TlsSlot* tls = nullptr;                           // null: plain HTTP
+  RateLimiter* rate_limiter = nullptr;              // null: no per-client limit
 };
 
 class ExchangeImpl;
@@ -56,7 +79,7 @@ class Connection {
   friend class ExchangeImpl;
   class Busy;
 
-  Connection(LoopContext& context, bufferevent* bev, std::string peer);
+  Connection(LoopContext& context, bufferevent* bev, const sockaddr* peer, bool tls);
   ~Connection();
 
   // libevent and http-parser callbacks.
@@ -81,6 +104,8 @@ class Connection {
   void onParseError(http_errno error);
   void onEof();
   void onTimeout(short events);
+  void enforceHeaderDeadline();
+  bool admitRequest(ExchangeImpl& exchange);
 
   // Writing.
   void sendResponse(Response response);
@@ -91,7 +116,7 @@ class Connection {
   void startSource(std::shared_ptr<BodySource> source, std::optional<uint64_t> length);
   void wakeSource();
   void pumpSource();
-  void sendError(int status, std::string_view message);
+  void sendError(int status, std::string_view message, std::string_view code = "UNSUPPORTED");
   void maybeFinishResponse();
   void finishExchange();
 
@@ -102,7 +127,7 @@ class Connection {
   void deferClose();
   void triggerWritable();
   void teardown();
-  void setReadTimeout(std::chrono::seconds timeout);
+  void setReadTimeout(std::chrono::milliseconds timeout);
   void detachExchange(ExchangeImpl& exchange, bool aborted);
   void logAccess(const ExchangeImpl* exchange, bool aborted);
 
@@ -112,6 +137,8 @@ class Connection {
   Connection* next_ = nullptr;
   const uint64_t id_;
   const std::string peer_;
+  const std::string ip_;  // peer_ without the port: the rate limiter's key
+  const bool tls_;        // no sendfile: files are read into the buffer as it drains
   http_parser parser_;
 
   // The request being read. The strings keep their capacity from one request to the next.
@@ -123,6 +150,9 @@ class Connection {
   size_t header_bytes_ = 0;
   bool in_value_ = false;
   bool header_overflow_ = false;
+  bool target_overflow_ = false;
+  bool headers_done_ = false;  // this request's headers are complete
+  bool bad_header_ = false;    // a header name that is not an RFC 9110 token
 
   // The current exchange, from its headers until its response is written (or it aborts).
   std::shared_ptr<ExchangeImpl> exchange_;
@@ -156,7 +186,8 @@ class Connection {
   bool peer_eof_ = false;         // the client half-closed after a complete request
   bool lingering_ = false;        // our side is shut; discarding input until the client closes
   uint64_t linger_bytes_ = 0;
-  std::chrono::seconds read_timeout_{-1};
+  std::chrono::steady_clock::time_point linger_deadline_{};
+  std::chrono::milliseconds read_timeout_{-1};
 };
 
 // The Exchange handed to the Service: the request, its handler, and a way back to the

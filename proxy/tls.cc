@@ -118,6 +118,11 @@ Result<std::shared_ptr<TlsContext>> TlsContext::load(const std::string& cert_fil
                            " is not a PEM certificate chain: " + takeSslError());
   }
   if (SSL_CTX_use_PrivateKey_file(ctx, key_file.c_str(), SSL_FILETYPE_PEM) != 1) {
+    // OpenSSL checks the pair as it loads the key; a mismatch is worth its own words.
+    if (ERR_GET_REASON(ERR_peek_last_error()) == X509_R_KEY_VALUES_MISMATCH) {
+      ERR_clear_error();
+      return invalidArgument("TLS key " + key_file + " does not match certificate " + cert_file);
+    }
     return invalidArgument("TLS key " + key_file + " is not a PEM private key: " + takeSslError());
   }
   if (SSL_CTX_check_private_key(ctx) != 1) {

@@ -3,14 +3,13 @@
 
 #include <event2/buffer.h>
 #include <fcntl.h>
+#include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <ctime>
-
-#include <spdlog/spdlog.h>
 
 namespace regcache::upstream {
 
@@ -65,8 +64,8 @@ class FillReader : public proxy::http::BodySource {
       fill_->notifyOnProgress(loop_, alive_, wake_, readable, state);
       return Pull::kWait;
     }
-    uint64_t want = std::min<uint64_t>(std::max<size_t>(max_bytes, kMinSegment),
-                                       available - offset_);
+    uint64_t want =
+        std::min<uint64_t>(std::max<size_t>(max_bytes, kMinSegment), available - offset_);
     // A file segment goes out with sendfile: no copy through user space. It gets its own
     // descriptor, closed when the buffer lets go of it, because the buffer may outlive this
     // reader and the fill.
@@ -134,8 +133,7 @@ uint64_t Fill::readable() const {
 }
 
 void Fill::notifyOnProgress(proxy::Loop& loop, std::weak_ptr<void> alive,
-                            std::function<void()> wake, uint64_t seen_readable,
-                            State seen_state) {
+                            std::function<void()> wake, uint64_t seen_readable, State seen_state) {
   std::unique_lock lock(mu_);
   uint64_t written = written_.load();
   uint64_t readable = isVerified(state_) ? written : (written == 0 ? 0 : written - 1);
@@ -169,8 +167,7 @@ void Fill::start(proxy::Loop& loop, Client& client) {
     fail(ioError("creating " + temp_path_ + ": " + std::strerror(errno)));
     return;
   }
-  spdlog::debug("fill.start digest={} upstream={} repository={}", digest_, upstream_.name,
-                remote_);
+  spdlog::debug("fill.start digest={} upstream={} repository={}", digest_, upstream_.name, remote_);
   request(0);
 }
 
@@ -297,15 +294,15 @@ void Fill::onDone(Status status) {
     return;
   }
   fail(Status(Code::kUnavailable, "upstream " + upstream_.name + " transfer of " + digest_ +
-                                      " broke after " + std::to_string(written) + " bytes: " +
-                                      status.message()));
+                                      " broke after " + std::to_string(written) +
+                                      " bytes: " + status.message()));
 }
 
 void Fill::verify() {
   cache::Digest actual = hasher_->finish();
   if (actual.str() != digest_) {
-    fail(corrupt("upstream " + upstream_.name + " sent bytes hashing to " + actual.str() +
-                 " for " + digest_));
+    fail(corrupt("upstream " + upstream_.name + " sent bytes hashing to " + actual.str() + " for " +
+                 digest_));
     return;
   }
   {
@@ -341,8 +338,8 @@ void Fill::verify() {
           return;
         }
         self->table_.stored_bytes_.fetch_add(size);
-        spdlog::debug("fill.done digest={} bytes={} upstream={} readers={}", self->digest_,
-                      size, self->upstream_.name, self->readers_.load());
+        spdlog::debug("fill.done digest={} bytes={} upstream={} readers={}", self->digest_, size,
+                      self->upstream_.name, self->readers_.load());
         self->finish(State::kDone);
       });
 }
@@ -397,8 +394,13 @@ void Fill::wakeWaiters(bool force) {
 // FillTable
 
 FillTable::FillTable(const cache::Index& index, const cache::BlobStore& store,
-                     proxy::BlockingPool& pool, std::function<Client&(proxy::Loop&)> client_for)
-    : index_(index), store_(store), pool_(pool), client_for_(std::move(client_for)) {}
+                     proxy::BlockingPool& pool, std::function<Client&(proxy::Loop&)> client_for,
+                     size_t max_per_upstream)
+    : index_(index),
+      store_(store),
+      pool_(pool),
+      client_for_(std::move(client_for)),
+      max_per_upstream_(max_per_upstream) {}
 
 std::shared_ptr<Fill> FillTable::getOrStart(proxy::Loop& loop, const UpstreamOptions& upstream,
                                             const std::string& digest,
@@ -412,10 +414,31 @@ std::shared_ptr<Fill> FillTable::getOrStart(proxy::Loop& loop, const UpstreamOpt
     if (it != fills_.end()) return it->second;
     fill = std::make_shared<Fill>(*this, digest, repository_key, remote, upstream);
     fills_.emplace(digest, fill);
+    Slots& slots = slots_[upstream.name];
+    if (max_per_upstream_ != 0 && slots.running >= max_per_upstream_) {
+      slots.waiting.emplace_back(fill, &loop);
+      spdlog::debug("fill.queued digest={} upstream={} running={} waiting={}", digest,
+                    upstream.name, slots.running, slots.waiting.size());
+      return fill;
+    }
+    ++slots.running;
+    fill->holds_slot_ = true;
   }
+  startOn(loop, fill);
+  return fill;
+}
+
+// On `loop`'s thread.
+void FillTable::startOn(proxy::Loop& loop, const std::shared_ptr<Fill>& fill) {
   started_.fetch_add(1);
   fill->start(loop, client_for_(loop));
-  return fill;
+}
+
+size_t FillTable::queued() const {
+  std::lock_guard lock(mu_);
+  size_t total = 0;
+  for (const auto& [name, slots] : slots_) total += slots.waiting.size();
+  return total;
 }
 
 size_t FillTable::inFlight() const {
@@ -433,18 +456,39 @@ std::vector<FillTable::FillInfo> FillTable::snapshot() const {
   std::vector<FillInfo> out;
   out.reserve(fills.size());
   for (const auto& fill : fills) {
-    out.push_back(FillInfo{fill->digest(), fill->upstreamName(), fill->remote(),
-                           fill->progress(), fill->attached()});
+    out.push_back(FillInfo{fill->digest(), fill->upstreamName(), fill->remote(), fill->progress(),
+                           fill->attached()});
   }
   std::sort(out.begin(), out.end(),
             [](const FillInfo& a, const FillInfo& b) { return a.digest < b.digest; });
   return out;
 }
 
+// A fill ended: its slot passes to the oldest fill waiting on the same upstream, started on
+// the loop that asked for it (posted: this may run inside the ending fill's callbacks).
 void FillTable::remove(const Fill* fill) {
-  std::lock_guard lock(mu_);
-  auto it = fills_.find(fill->digest());
-  if (it != fills_.end() && it->second.get() == fill) fills_.erase(it);
+  std::shared_ptr<Fill> next;
+  proxy::Loop* next_loop = nullptr;
+  {
+    std::lock_guard lock(mu_);
+    auto it = fills_.find(fill->digest());
+    if (it != fills_.end() && it->second.get() == fill) fills_.erase(it);
+    if (!fill->holds_slot_) return;
+    const_cast<Fill*>(fill)->holds_slot_ = false;
+    Slots& slots = slots_[fill->upstream_.name];
+    --slots.running;
+    if (!slots.waiting.empty()) {
+      std::tie(next, next_loop) = std::move(slots.waiting.front());
+      slots.waiting.pop_front();
+      ++slots.running;
+      next->holds_slot_ = true;
+    } else if (slots.running == 0) {
+      slots_.erase(fill->upstream_.name);
+    }
+  }
+  if (next != nullptr) {
+    next_loop->post([this, next, next_loop] { startOn(*next_loop, next); });
+  }
 }
 
 }  // namespace regcache::upstream

@@ -12,6 +12,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -89,7 +90,8 @@ class Fill : public std::enable_shared_from_this<Fill> {
     std::function<void()> wake;
   };
 
-  // Fill's own loop thread only.
+  // Fill's own loop thread only. The first time it is called is when the fill holds one of
+  // its upstream's slots (FillTable's max_per_upstream).
   void start(proxy::Loop& loop, Client& client);
   void request(uint64_t from);
   void onHead(const ResponseHead& head);
@@ -115,6 +117,7 @@ class Fill : public std::enable_shared_from_this<Fill> {
   bool resuming_ = false;
   uint64_t resume_from_ = 0;
   bool head_ok_ = false;  // the current attempt's head was accepted
+  bool holds_slot_ = false;  // counted in its upstream's running fills; guarded by table_.mu_
   uint64_t notified_at_ = 0;
   std::chrono::steady_clock::time_point notified_time_{};
 
@@ -130,20 +133,30 @@ class Fill : public std::enable_shared_from_this<Fill> {
 };
 
 // Every fill in flight, one per digest. Thread-safe.
+//
+// At most `max_per_upstream` fills run against one upstream at a time (0: no bound), so a
+// burst of cold pulls cannot open hundreds of transfers to a registry that rate-limits us.
+// Fills beyond it wait in a FIFO queue per upstream, in state kStarting: their readers wait
+// for a response head as they would for a slow upstream, and get it once the fill starts.
+// A queued fill starts, on the loop that asked for it, when a running one ends.
 class FillTable {
  public:
   // `clientFor` gives the upstream Client of the calling loop.
   FillTable(const cache::Index& index, const cache::BlobStore& store, proxy::BlockingPool& pool,
-            std::function<Client&(proxy::Loop&)> client_for);
+            std::function<Client&(proxy::Loop&)> client_for, size_t max_per_upstream = 0);
 
-  // The fill for `digest`, joined if one is in flight, else started on `loop` (the caller's).
+  // The fill for `digest`, joined if one is in flight, else started on `loop` (the caller's),
+  // or queued behind its upstream's running fills.
   // `repository_key` is the cache's repository the blob is linked into when it lands.
   // `joined` (optional) says whether a fill in flight was joined.
   std::shared_ptr<Fill> getOrStart(proxy::Loop& loop, const UpstreamOptions& upstream,
                                    const std::string& digest, const std::string& repository_key,
                                    const std::string& remote, bool* joined = nullptr);
 
+  // Fills in the table: running and queued.
   size_t inFlight() const;
+  // Fills waiting for a slot, across upstreams.
+  size_t queued() const;
 
   // One fill in flight as the status page shows it.
   struct FillInfo {
@@ -151,7 +164,7 @@ class FillTable {
     std::string upstream;
     std::string repository;  // on the upstream
     Fill::Progress progress;
-    size_t clients = 0;      // readers attached now
+    size_t clients = 0;  // readers attached now
   };
   // The fills in flight, by digest. Any thread.
   std::vector<FillInfo> snapshot() const;
@@ -166,7 +179,13 @@ class FillTable {
 
  private:
   friend class Fill;
+  // Per upstream (by name): fills holding a slot, and those waiting for one.
+  struct Slots {
+    size_t running = 0;
+    std::deque<std::pair<std::shared_ptr<Fill>, proxy::Loop*>> waiting;
+  };
   void remove(const Fill* fill);
+  void startOn(proxy::Loop& loop, const std::shared_ptr<Fill>& fill);
 
   const cache::Index& index_;
   const cache::BlobStore& store_;
@@ -174,7 +193,9 @@ class FillTable {
   std::function<Client&(proxy::Loop&)> client_for_;
   std::function<void(const Fill&)> on_end_;
   mutable std::mutex mu_;
+  const size_t max_per_upstream_;
   std::unordered_map<std::string, std::shared_ptr<Fill>> fills_;  // guarded by mu_
+  std::unordered_map<std::string, Slots> slots_;                  // guarded by mu_
   std::atomic<uint64_t> started_{0};
   std::atomic<uint64_t> stored_bytes_{0};
 };
