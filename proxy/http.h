@@ -162,13 +162,26 @@ struct ServerOptions {
   std::string host = "0.0.0.0";
   uint16_t port = 5000;  // 0: any free port; Server::port() tells which
   size_t threads = 0;    // 0: one per core
-  size_t max_header_bytes = 64 * 1024;
-  std::chrono::seconds idle_timeout{120};    // keep-alive connection with no request
-  std::chrono::seconds request_timeout{60};  // headers not complete, or body stalled, this long
-  std::chrono::seconds write_timeout{300};   // client not reading our response
-  size_t max_connections = 10000;
+  size_t max_header_bytes = 64 * 1024;  // request line and headers; over it: 431
+  size_t max_target_bytes = 8 * 1024;   // the request-target alone; over it: 414
+  std::chrono::seconds idle_timeout{120};  // keep-alive connection with no request
+  // Headers must be complete this long after the request's first byte (a total deadline, so
+  // a client trickling bytes cannot hold a connection); a body is cut when no byte of it
+  // arrives for this long.
+  std::chrono::seconds request_timeout{30};
+  std::chrono::seconds write_timeout{300};  // client not reading our response
+  size_t max_connections = 10000;           // over it, new connections are closed at once
   // Access log lines as one JSON object each (log_format = "json") instead of key=value text.
   bool access_log_json = false;
+
+  // TLS: PEM certificate chain and key files; both empty serves plain HTTP.
+  std::string tls_cert;
+  std::string tls_key;
+
+  // Per client IP: requests per second refilling a bucket of `rate_burst`; 0 is no limit.
+  // Over it: 429 TOOMANYREQUESTS with Retry-After.
+  double rate_per_second = 0;
+  double rate_burst = 100;
 };
 
 class Server {
@@ -192,6 +205,15 @@ class Server {
   // Client connections open now, across every loop.
   size_t connections() const;
 
+  // Loads the TLS certificate and key files again into a new context that new connections
+  // use from then on; connections already open keep the context they started with. On error
+  // (kInvalidArgument naming the file) the old context stays in use. kInvalidArgument too
+  // when the server was started without TLS. Thread-safe; reads files, so not on a loop.
+  Status reloadTls();
+  // The serial number (hex) of the certificate new connections are offered; empty without
+  // TLS. Thread-safe.
+  std::string tlsSerial() const;
+
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;
@@ -199,5 +221,10 @@ class Server {
 
 // Builds the status line reason phrase ("OK", "Not Found", ...).
 std::string_view reasonPhrase(int status);
+
+// Checks a request-target before any handler sees it: kInvalidArgument when it holds a NUL,
+// a space or control character, a backslash, or a "." or ".." path segment, raw or
+// percent-encoded. (Length is checked while parsing: see ServerOptions::max_target_bytes.)
+Status checkTarget(std::string_view target);
 
 }  // namespace regcache::proxy::http

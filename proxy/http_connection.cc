@@ -5,9 +5,11 @@
 #include <arpa/inet.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/ssl.h>
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -16,6 +18,9 @@
 #include <charconv>
 #include <cstdio>
 #include <ctime>
+
+#include "proxy/rate_limit.h"
+#include "proxy/tls.h"
 
 namespace regcache::proxy::http {
 
@@ -38,6 +43,9 @@ constexpr ssize_t kMaxSingleWrite = 4 << 20;
 constexpr std::chrono::seconds kLingerTimeout{2};
 constexpr uint64_t kMaxLingerBytes = 4 << 20;
 
+// A file body over TLS is read into the output this much at a time, as it drains.
+constexpr size_t kFileReadChunk = 256 << 10;
+
 std::atomic<uint64_t> g_connection_ids{0};
 std::atomic<uint64_t> g_request_ids{0};
 
@@ -54,6 +62,29 @@ std::string peerString(const sockaddr* addr) {
     return "[" + std::string(ip) + "]:" + std::to_string(ntohs(in6->sin6_port));
   }
   return "unknown";
+}
+
+// The address part of peerString()'s "ip:port" or "[v6]:port".
+std::string peerIp(std::string_view peer) {
+  size_t colon = peer.rfind(':');
+  std::string_view ip = colon == std::string_view::npos ? peer : peer.substr(0, colon);
+  if (ip.size() >= 2 && ip.front() == '[' && ip.back() == ']') {
+    ip = ip.substr(1, ip.size() - 2);
+  }
+  return std::string(ip);
+}
+
+bool isTokenChar(char ch) {
+  if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9')) {
+    return true;
+  }
+  return std::string_view("!#$%&'*+-.^_`|~").find(ch) != std::string_view::npos;
+}
+
+// Field values: visible characters, spaces, tabs and obs-text; no NUL or other controls.
+bool isFieldValueChar(char ch) {
+  auto byte = static_cast<unsigned char>(ch);
+  return byte == '\t' || (byte >= 0x20 && byte != 0x7f);
 }
 
 bool equalsIgnoreCase(std::string_view a, std::string_view b) {
@@ -128,6 +159,45 @@ void closeFile(const std::optional<Response::File>& file) {
   }
 }
 
+// A file body for a connection that cannot use sendfile (TLS): read into the output a chunk at
+// a time as the client drains it, so a 1 GiB blob needs no more memory than a small one.
+class FileSource final : public BodySource {
+ public:
+  explicit FileSource(const Response::File& file)
+      : fd_(file.fd), offset_(file.offset), end_(file.offset + file.length) {}
+  ~FileSource() override { ::close(fd_); }
+  FileSource(const FileSource&) = delete;
+  FileSource& operator=(const FileSource&) = delete;
+
+  Pull pull(evbuffer* out, size_t max_bytes) override {
+    if (offset_ >= end_) {
+      return Pull::kDone;
+    }
+    size_t want = static_cast<size_t>(
+        std::min<uint64_t>({max_bytes, kFileReadChunk, end_ - offset_}));
+    evbuffer_iovec space;
+    if (want == 0 || evbuffer_reserve_space(out, static_cast<ev_ssize_t>(want), &space, 1) < 1) {
+      return Pull::kMore;
+    }
+    ssize_t n;
+    do {
+      n = ::pread(fd_, space.iov_base, want, static_cast<off_t>(offset_));
+    } while (n < 0 && errno == EINTR);
+    if (n <= 0) {
+      return Pull::kFailed;  // an error, or the file shrank under us
+    }
+    space.iov_len = static_cast<size_t>(n);
+    evbuffer_commit_space(out, &space, 1);
+    offset_ += static_cast<uint64_t>(n);
+    return offset_ >= end_ ? Pull::kDone : Pull::kMore;
+  }
+
+ private:
+  int fd_;
+  uint64_t offset_;
+  uint64_t end_;
+};
+
 }  // namespace
 
 // Keeps the connection alive while a callback runs; the last one out tears it down if a
@@ -180,21 +250,42 @@ void ExchangeImpl::addLogField(std::string field) {
 // =============================================================================================
 // Opening and closing
 
+// Everything after this talks to the bufferevent alone, plain or TLS, except the lingering
+// close (which must send TLS's close_notify first) and file bodies (no sendfile under TLS).
 void Connection::open(LoopContext& context, int fd, const sockaddr* peer) {
   int one = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  // TODO(tls): with TLS this becomes bufferevent_openssl_socket_new(); everything below only
-  // talks to the bufferevent, except the shutdown() in startLingeringClose().
-  bufferevent* bev = bufferevent_socket_new(context.loop->base(), fd, BEV_OPT_CLOSE_ON_FREE);
+  bufferevent* bev = nullptr;
+  if (context.tls == nullptr) {
+    bev = bufferevent_socket_new(context.loop->base(), fd, BEV_OPT_CLOSE_ON_FREE);
+  } else {
+    // The SSL holds its own reference to the context: a reload does not pull it away.
+    SSL* ssl = SSL_new(context.tls->get()->get());
+    if (ssl != nullptr) {
+      bev = bufferevent_openssl_socket_new(context.loop->base(), fd, ssl,
+                                           BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
+      if (bev == nullptr) {
+        SSL_free(ssl);
+      } else {
+        // A client closing without close_notify is an end of stream, not an error.
+        bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+      }
+    }
+  }
   if (bev == nullptr) {
     ::close(fd);
     return;
   }
-  new Connection(context, bev, peerString(peer));  // owns itself; freed by teardown()
+  new Connection(context, bev, peer, context.tls != nullptr);  // freed by teardown()
 }
 
-Connection::Connection(LoopContext& context, bufferevent* bev, std::string peer)
-    : context_(context), bev_(bev), id_(++g_connection_ids), peer_(std::move(peer)) {
+Connection::Connection(LoopContext& context, bufferevent* bev, const sockaddr* peer, bool tls)
+    : context_(context),
+      bev_(bev),
+      id_(++g_connection_ids),
+      peer_(peerString(peer)),
+      ip_(peerIp(peer_)),
+      tls_(tls) {
   next_ = context_.connections;
   if (next_ != nullptr) {
     next_->prev_ = this;
@@ -262,21 +353,33 @@ void Connection::teardown() {
 // Half-closes our side and reads (discarding) until the client closes too. Closing outright
 // with unread input in the socket would make the kernel send a reset, which can destroy the
 // response the client has not read yet.
+//
+// Under TLS our side ends with close_notify first (the output is empty by now, so it goes out
+// right behind the response), then the TCP half-close; reading on decrypts and discards.
+// Lingering is bounded in total time, not per read, so a trickling client cannot stretch it.
 void Connection::startLingeringClose() {
   lingering_ = true;
   evbuffer* input = bufferevent_get_input(bev_);
   evbuffer_drain(input, evbuffer_get_length(input));
+  if (tls_) {
+    SSL* ssl = bufferevent_openssl_get_ssl(bev_);
+    if (ssl != nullptr && SSL_is_init_finished(ssl)) {
+      SSL_shutdown(ssl);  // 0: sent, the peer's not yet seen; either way we stop writing
+    }
+  }
   ::shutdown(bufferevent_getfd(bev_), SHUT_WR);
+  linger_deadline_ = std::chrono::steady_clock::now() + kLingerTimeout;
   setReadTimeout(kLingerTimeout);
   bufferevent_enable(bev_, EV_READ);
 }
 
-void Connection::setReadTimeout(std::chrono::seconds timeout) {
+void Connection::setReadTimeout(std::chrono::milliseconds timeout) {
   if (timeout == read_timeout_) {
     return;  // also saves re-adding the event to the timer heap
   }
   read_timeout_ = timeout;
-  timeval read{static_cast<time_t>(timeout.count()), 0};
+  timeval read{static_cast<time_t>(timeout.count() / 1000),
+               static_cast<suseconds_t>(timeout.count() % 1000 * 1000)};
   timeval write{static_cast<time_t>(context_.options->write_timeout.count()), 0};
   bufferevent_set_timeouts(bev_, timeout.count() > 0 ? &read : nullptr,
                            write.tv_sec > 0 ? &write : nullptr);
@@ -295,12 +398,16 @@ void Connection::onReadable(bufferevent* /*bev*/, void* arg) {
     evbuffer* input = bufferevent_get_input(connection->bev_);
     connection->linger_bytes_ += evbuffer_get_length(input);
     evbuffer_drain(input, evbuffer_get_length(input));
-    if (connection->linger_bytes_ > kMaxLingerBytes) {
+    if (connection->linger_bytes_ > kMaxLingerBytes ||
+        std::chrono::steady_clock::now() >= connection->linger_deadline_) {
       connection->requestClose();
     }
     return;
   }
   connection->parseInput();
+  if (connection->in_message_ && !connection->headers_done_ && !connection->close_requested_) {
+    connection->enforceHeaderDeadline();
+  }
 }
 
 void Connection::onWritable(bufferevent* /*bev*/, void* arg) {
@@ -342,6 +449,21 @@ void Connection::onEof() {
   // A complete request and then a half-close: answer it (and any complete pipelined ones
   // behind it), then close.
   peer_eof_ = true;
+}
+
+// Headers arrive in pieces: the read timeout is cut to what is left of request_timeout since
+// the request's first byte, so each new byte does not restart the clock (slowloris). Only
+// requests whose headers span reads pay for the clock reading.
+void Connection::enforceHeaderDeadline() {
+  auto deadline = started_ + context_.options->request_timeout;
+  auto left =
+      std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+  if (left.count() <= 0) {
+    SPDLOG_DEBUG("http.header_timeout conn={} client={}", id_, peer_);
+    requestClose();
+    return;
+  }
+  setReadTimeout(left);
 }
 
 void Connection::onTimeout(short events) {
@@ -401,6 +523,8 @@ int Connection::onMessageBegin(http_parser* parser) {
   c->headers_ = Headers();
   c->header_bytes_ = 0;
   c->in_value_ = false;
+  c->headers_done_ = false;
+  c->bad_header_ = false;
   c->started_ = std::chrono::steady_clock::now();
   c->setReadTimeout(c->context_.options->request_timeout);
   return 0;
@@ -417,6 +541,10 @@ bool Connection::countHeaderBytes(size_t length) {
 
 int Connection::onUrl(http_parser* parser, const char* at, size_t length) {
   auto* c = static_cast<Connection*>(parser->data);
+  if (c->url_.size() + length > c->context_.options->max_target_bytes) {
+    c->target_overflow_ = true;
+    return -1;
+  }
   if (!c->countHeaderBytes(length)) {
     return -1;
   }
@@ -426,7 +554,9 @@ int Connection::onUrl(http_parser* parser, const char* at, size_t length) {
 
 int Connection::onHeaderField(http_parser* parser, const char* at, size_t length) {
   auto* c = static_cast<Connection*>(parser->data);
-  if (!c->countHeaderBytes(length)) {
+  // A new field also costs its ": " and CRLF, so many tiny headers add up as on the wire.
+  size_t framing = c->in_value_ || c->field_.empty() ? 4 : 0;
+  if (!c->countHeaderBytes(length + framing)) {
     return -1;
   }
   if (c->in_value_) {
@@ -447,6 +577,11 @@ int Connection::onHeaderValue(http_parser* parser, const char* at, size_t length
 }
 
 void Connection::commitHeader() {
+  // http-parser lets some bytes through that RFC 9110 does not: "Ho st", a NUL in a value.
+  if (field_.empty() || !std::all_of(field_.begin(), field_.end(), isTokenChar) ||
+      !std::all_of(value_.begin(), value_.end(), isFieldValueChar)) {
+    bad_header_ = true;
+  }
   while (!value_.empty() && (value_.back() == ' ' || value_.back() == '\t')) {
     value_.pop_back();
   }
@@ -461,6 +596,9 @@ int Connection::onHeadersComplete(http_parser* parser) {
   if (c->in_value_ || !c->field_.empty()) {
     c->commitHeader();
   }
+  // From here the request_timeout bounds a stall in the body, not the whole of it.
+  c->headers_done_ = true;
+  c->setReadTimeout(c->context_.options->request_timeout);
   c->dispatchRequest();
   return c->close_requested_ ? -1 : 0;
 }
@@ -504,6 +642,9 @@ void Connection::dispatchRequest() {
   status_ = 0;
   body_bytes_ = 0;
 
+  if (!admitRequest(*exchange)) {
+    return;
+  }
   exchange->handler_ = context_.service->onRequest(exchange);
 
   // 100 Continue only when someone will read the body and no answer has gone out yet.
@@ -556,11 +697,51 @@ void Connection::stopReadingBody() {
   bufferevent_disable(bev_, EV_READ);
 }
 
+// Refusals before the Service sees a request: a target no handler should have to defend
+// against, and a client over its request rate. False when the request was answered here.
+bool Connection::admitRequest(ExchangeImpl& exchange) {
+  const Request& request = exchange.request_;
+  if (parser_.http_major != 1 || parser_.http_minor > 1) {
+    sendError(400, "unsupported HTTP version");
+    return false;
+  }
+  if (bad_header_) {
+    sendError(400, "malformed header field name");
+    return false;
+  }
+  if (Status status = checkTarget(request.target); !status) {
+    sendError(400, status.message(), "NAME_INVALID");
+    return false;
+  }
+  if (context_.rate_limiter == nullptr) {
+    return true;
+  }
+  RateLimiter::Decision decision =
+      context_.rate_limiter->admit(ip_, std::chrono::steady_clock::now());
+  if (decision.allowed) {
+    return true;
+  }
+  Response response;
+  response.status = 429;
+  response.headers.add("Content-Type", "application/json");
+  response.headers.add("Retry-After", std::to_string(decision.retry_after_seconds));
+  response.body =
+      R"({"errors":[{"code":"TOOMANYREQUESTS","message":"too many requests from )" + ip_ +
+      R"(; retry after )" + std::to_string(decision.retry_after_seconds) +
+      R"( s","detail":null}]})";
+  exchange.respond(std::move(response));
+  return false;
+}
+
 void Connection::onParseError(http_errno error) {
   if (close_requested_) {
     return;
   }
-  if (header_overflow_ || error == HPE_HEADER_OVERFLOW) {
+  if (target_overflow_) {
+    target_overflow_ = false;
+    sendError(414, "request target longer than " +
+                       std::to_string(context_.options->max_target_bytes) + " bytes");
+  } else if (header_overflow_ || error == HPE_HEADER_OVERFLOW) {
     sendError(431, "request header fields too large");
   } else {
     sendError(400, http_errno_description(error));
@@ -569,7 +750,7 @@ void Connection::onParseError(http_errno error) {
 
 // The server's own answer to a request it could not parse. Any handler is told the request
 // aborted; the connection closes after the answer.
-void Connection::sendError(int status, std::string_view message) {
+void Connection::sendError(int status, std::string_view message, std::string_view code) {
   if (response_started_) {
     requestClose();  // a response is half out: nothing sane to add to it
     return;
@@ -581,8 +762,8 @@ void Connection::sendError(int status, std::string_view message) {
   keep_alive_ = false;
   status_ = status;
 
-  std::string body = R"({"errors":[{"code":"UNSUPPORTED","message":")" + jsonEscape(message) +
-                     R"(","detail":null}]})";
+  std::string body = R"({"errors":[{"code":")" + std::string(code) + R"(","message":")" +
+                     jsonEscape(message) + R"(","detail":null}]})";
   Headers headers;
   headers.add("Content-Type", "application/json");
   writeHead(status, headers, Framing::kLength, body.size(), true, body);
@@ -645,6 +826,10 @@ void Connection::sendResponse(Response response) {
   }
 
   evbuffer* output = bufferevent_get_output(bev_);
+  if (response.file && tls_) {
+    startSource(std::make_shared<FileSource>(*response.file), response.file->length);
+    return;
+  }
   if (response.file) {
     if (!addFile(*response.file)) {
       deferClose();

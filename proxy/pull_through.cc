@@ -283,9 +283,10 @@ PullThrough::PullThrough(const Config& config, const cache::Index& index,
       store_(store),
       pool_(pool),
       tokens_(std::make_shared<upstream::TokenCache>()),
-      fills_(index, store, pool, [this](Loop& loop) -> upstream::Client& {
-        return clientFor(loop);
-      }),
+      fills_(
+          index, store, pool,
+          [this](Loop& loop) -> upstream::Client& { return clientFor(loop); },
+          config.limits.max_fills_per_upstream),
       // Only for measuring what recording costs (tests/bench): eviction then sees creation
       // times instead of last use.
       record_recency_(std::getenv("REGCACHE_BENCH_NO_RECENCY") == nullptr) {
@@ -612,10 +613,10 @@ void PullThrough::getTags(const std::shared_ptr<http::Exchange>& ex, const Route
   std::weak_ptr<http::Exchange> weak = ex;
   upstream::Request r;
   r.path = "/v2/" + repo.remote + "/tags/list";
-  ex->addLogField("upstream=" + repo.upstream->name);
   const std::string& query = ex->request().query;
   if (!query.empty()) r.path += "?" + query;
   r.repository = repo.remote;
+  ex->addLogField("upstream=" + repo.upstream->name);
   upstream::Callbacks callbacks;
   callbacks.on_head = [state](const upstream::ResponseHead& head) { state->head = head; };
   callbacks.on_data = [state](std::string_view data) {

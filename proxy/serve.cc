@@ -134,6 +134,14 @@ int serve(const Config& config) {
   options.host = listen->host;
   options.port = listen->port;
   options.threads = config.threads;
+  options.tls_cert = config.tls_cert.value_or("");
+  options.tls_key = config.tls_key.value_or("");
+  options.max_connections = config.limits.max_connections;
+  options.max_header_bytes = config.limits.max_header_bytes;
+  options.idle_timeout = config.limits.idle_timeout;
+  options.request_timeout = config.limits.request_timeout;
+  options.rate_per_second = static_cast<double>(config.limits.rate_limit_requests_per_second);
+  options.rate_burst = static_cast<double>(config.limits.rate_limit_burst);
   options.access_log_json = config.log_format == "json";
   http::Server server(options, registry);
   Housekeeper housekeeper(config, **index, **store, registry, *pool);
@@ -168,9 +176,15 @@ int serve(const Config& config) {
       break;
     }
     if (sig == SIGHUP) {
-      // TODO(reload): SIGHUP reloads config and certificates (the hardening issue); until
-      // then it is logged and ignored rather than killing the process.
-      spdlog::info("serve.reload ignored: reload is not supported yet");
+      // TODO(reload): SIGHUP reloads the config too (the hardening issue); for now only the
+      // TLS certificate and key are read again.
+      if (config.tls_cert) {
+        if (Status status = server.reloadTls(); !status) {
+          spdlog::error("serve.reload_tls kept=old error=\"{}\"", status.message());
+        } else {
+          spdlog::info("serve.reload_tls serial={}", server.tlsSerial());
+        }
+      }
       continue;
     }
     housekeeper.tick(std::time(nullptr));
