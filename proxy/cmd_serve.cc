@@ -36,7 +36,20 @@ int serveCommand(const std::vector<std::string>& args) {
   if (offline) config->offline = true;
 
   setUpLogging(config->log_level, config->log_format);
-  return serve(*config);
+  auto reread = [common, listen, offline]() -> Result<Config> {
+    Config fresh = defaultConfig();
+    if (!common.config_file.empty()) {
+      auto loaded = loadConfig(common.config_file);
+      if (!loaded) return loaded.status();
+      fresh = std::move(*loaded);
+    }
+    if (!common.data_dir.empty()) fresh.data_dir = common.data_dir;
+    if (!common.log_level.empty()) fresh.log_level = common.log_level;
+    if (!listen.empty()) fresh.listen = listen;
+    if (offline) fresh.offline = true;
+    return fresh;
+  };
+  return serve(*config, reread);
 }
 
 }  // namespace regcache::proxy

@@ -25,7 +25,8 @@ void manifestReferences(std::string_view media_type, std::string_view bytes,
 }
 
 Housekeeper::Housekeeper(const Config& config, const cache::Index& index,
-                         const cache::BlobStore& store, Registry& registry, BlockingPool& pool)
+                         const cache::BlobStore& store, LiveRegistry& registry,
+                         BlockingPool& pool)
     : config_(config),
       index_(index),
       registry_(registry),
@@ -43,7 +44,7 @@ Housekeeper::Housekeeper(const Config& config, const cache::Index& index,
       }()) {}
 
 uint64_t Housekeeper::cachedBytes() const {
-  uint64_t stored = registry_.pullThrough().fills().storedBytes();
+  uint64_t stored = registry_.storedBytes();
   return counted_bytes_.load() + (stored - stored_at_count_.load());
 }
 
@@ -56,14 +57,16 @@ void Housekeeper::tick(int64_t now) {
 }
 
 void Housekeeper::runChores(int64_t now) {
-  if (Status status = registry_.pullThrough().recency().flush(index_); !status) {
-    spdlog::warn("recency.flush error=\"{}\"", status.message());
-  }
+  registry_.forEach([this](Registry& generation) {
+    if (Status status = generation.pullThrough().recency().flush(index_); !status) {
+      spdlog::warn("recency.flush error=\"{}\"", status.message());
+    }
+  });
 
   uint64_t bound = config_.max_cache_size;
   bool over = bound > 0 && cachedBytes() > static_cast<uint64_t>(bound * 0.95);
   if (over || now - last_count_ >= kCountSeconds) {
-    uint64_t stored = registry_.pullThrough().fills().storedBytes();
+    uint64_t stored = registry_.storedBytes();
     auto report = evictor_.run(now);
     if (!report) {
       spdlog::error("evict error=\"{}\"", report.status().message());

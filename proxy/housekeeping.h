@@ -8,7 +8,7 @@
 #include "cache/eviction.h"
 #include "proxy/config.h"
 #include "proxy/loop.h"
-#include "proxy/registry.h"
+#include "proxy/live_registry.h"
 
 namespace regcache::proxy {
 
@@ -16,7 +16,7 @@ class Housekeeper {
  public:
   // Everything passed in outlives the Housekeeper.
   Housekeeper(const Config& config, const cache::Index& index, const cache::BlobStore& store,
-              Registry& registry, BlockingPool& pool);
+              LiveRegistry& registry, BlockingPool& pool);
 
   // Queues the chores that are due. Called every few seconds from serve's main thread; a batch
   // still running makes it a no-op.
@@ -30,7 +30,7 @@ class Housekeeper {
 
   const Config& config_;
   const cache::Index& index_;
-  Registry& registry_;
+  LiveRegistry& registry_;
   BlockingPool& pool_;
   cache::Evictor evictor_;
   std::atomic<bool> busy_{false};

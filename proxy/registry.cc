@@ -155,21 +155,26 @@ void Registry::getStatus(const ExchangePtr& ex) {
 }
 
 Registry::Registry(const Config& config, const cache::Index& index,
-                   const cache::BlobStore& store, BlockingPool& pool)
+                   const cache::BlobStore& store, BlockingPool& pool, Metrics* shared_metrics,
+                   UploadTable* shared_uploads)
     : config_(config),
+      metrics_(shared_metrics != nullptr ? *shared_metrics : own_metrics_),
       index_(index),
       store_(store),
       pool_(pool),
-      uploads_(index, store),
+      own_uploads_(index, store),
+      uploads_(shared_uploads != nullptr ? *shared_uploads : own_uploads_),
       pull_(config, index, store, pool),
       store_totals_(index, pool) {
   pull_.health().setFailureCounter([this](std::string_view upstream, std::string_view kind) {
     metrics_.recordUpstreamError(upstream, kind);
   });
-  Metrics::Gauges gauges;
-  gauges.fills_in_flight = [this] { return pull_.fills().inFlight(); };
-  gauges.disk_bytes_bound = config.max_cache_size;
-  metrics_.setGauges(std::move(gauges));  // serve() adds what only it knows
+  if (shared_metrics == nullptr) {
+    Metrics::Gauges gauges;
+    gauges.fills_in_flight = [this] { return pull_.fills().inFlight(); };
+    gauges.disk_bytes_bound = config.max_cache_size;
+    metrics_.setGauges(std::move(gauges));  // serve() sets them all, for every generation
+  }
 }
 
 Status Registry::openAuth() {

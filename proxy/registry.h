@@ -25,9 +25,12 @@ namespace regcache::proxy {
 
 class Registry : public http::Service {
  public:
-  // Everything passed in must outlive the Registry.
+  // Everything passed in must outlive the Registry. `shared_metrics` and `shared_uploads`,
+  // when given, are used instead of the Registry's own: a reload builds a new Registry that
+  // goes on counting and on holding the uploads in progress where the old one left off.
   Registry(const Config& config, const cache::Index& index, const cache::BlobStore& store,
-           BlockingPool& pool);
+           BlockingPool& pool, Metrics* shared_metrics = nullptr,
+           UploadTable* shared_uploads = nullptr);
 
   // Every request passes client auth (when on) before anything else.
   std::unique_ptr<http::Handler> onRequest(std::shared_ptr<http::Exchange> exchange) override;
@@ -90,11 +93,13 @@ class Registry : public http::Service {
   friend class ManifestBodyHandler;
 
   const Config& config_;
-  Metrics metrics_;
+  Metrics own_metrics_;
+  Metrics& metrics_;  // own_metrics_, or a reload's shared one
   const cache::Index& index_;
   const cache::BlobStore& store_;
   BlockingPool& pool_;
-  UploadTable uploads_;
+  UploadTable own_uploads_;
+  UploadTable& uploads_;  // own_uploads_, or a reload's shared one
   PullThrough pull_;
   StoreTotals store_totals_;  // the index's cached/pushed totals for /api/status
   std::unique_ptr<ClientAuth> auth_;  // null: client auth is off

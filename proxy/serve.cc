@@ -16,6 +16,7 @@
 #include "proxy/housekeeping.h"
 #include "proxy/http.h"
 #include "proxy/loop.h"
+#include "proxy/live_registry.h"
 #include "proxy/registry.h"
 #include "proxy/sd_notify.h"
 
@@ -32,18 +33,18 @@ constexpr std::chrono::seconds kDrainBound{30};
 // A graceful stop: no new connections; requests in flight (a layer half sent, a push being
 // committed) and fills in flight get up to `bound` to finish. What is still running after it
 // is cut: clients see a short body, fills delete their temp files.
-void drain(http::Server& server, Registry& registry, std::chrono::seconds bound) {
+void drain(http::Server& server, LiveRegistry& registry, std::chrono::seconds bound) {
   server.stopAccepting();
   auto deadline = std::chrono::steady_clock::now() + bound;
   auto busy = [&registry] {
-    return registry.metrics().inFlight() > 0 || registry.pullThrough().fills().inFlight() > 0;
+    return registry.metrics().inFlight() > 0 || registry.fillsInFlight() > 0;
   };
   while (busy() && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   if (busy()) {
     spdlog::warn("serve.drain_cut requests={} fills={} bound_s={}", registry.metrics().inFlight(),
-                 registry.pullThrough().fills().inFlight(), bound.count());
+                 registry.fillsInFlight(), bound.count());
   } else {
     spdlog::info("serve.drained");
   }
@@ -74,6 +75,65 @@ class JsonMessageFlag : public spdlog::custom_flag_formatter {
   }
 };
 
+// Keys a running server cannot take from a new config: they name sockets, threads, the store
+// or the process-wide bound. A reload that changes them says so and goes on with the rest.
+std::vector<std::string> restartOnlyChanges(const Config& from, const Config& to) {
+  std::vector<std::string> changed;
+  if (from.listen != to.listen) changed.emplace_back("listen");
+  if (from.data_dir != to.data_dir) changed.emplace_back("data_dir");
+  if (from.threads != to.threads) changed.emplace_back("threads");
+  if (from.max_cache_size != to.max_cache_size) changed.emplace_back("max_cache_size");
+  if (from.tls_cert.has_value() != to.tls_cert.has_value()) changed.emplace_back("tls");
+  if (from.log_format != to.log_format) changed.emplace_back("log_format");
+  return changed;
+}
+
+// SIGHUP: read the config again; a bad one is refused and the running one stays. A good one
+// becomes a new registry generation (upstreams, routing, auth, offline, limits on fills) for
+// new requests; the TLS certificate is read again; the log level follows.
+void reload(const std::function<Result<Config>()>& reread, LiveRegistry& registry,
+            http::Server& server) {
+  notifyServiceManager(kNotifyReloading);
+  auto fresh = reread();
+  if (!fresh) {
+    spdlog::error("serve.reload refused=true error=\"{}\" (the running config stays)",
+                  fresh.status().message());
+    notifyServiceManager(kNotifyReady);
+    return;
+  }
+  const Config& old = registry.config();
+  for (const auto& key : restartOnlyChanges(old, *fresh)) {
+    spdlog::warn("serve.reload key={} applied=false reason=\"needs a restart\"", key);
+  }
+  // Keys that stay with the process keep their running values.
+  fresh->listen = old.listen;
+  fresh->data_dir = old.data_dir;
+  fresh->threads = old.threads;
+  fresh->max_cache_size = old.max_cache_size;
+  fresh->log_format = old.log_format;
+  std::string level = fresh->log_level;
+  if (Status status = registry.install(std::make_shared<const Config>(std::move(*fresh)));
+      !status) {
+    spdlog::error("serve.reload refused=true error=\"{}\" (the running config stays)",
+                  status.message());
+    notifyServiceManager(kNotifyReady);
+    return;
+  }
+  for (const auto& name : {"regcache", "access"}) {
+    if (auto logger = spdlog::get(name)) logger->set_level(spdlog::level::from_str(level));
+  }
+  if (registry.config().tls_cert) {
+    if (Status status = server.reloadTls(); !status) {
+      spdlog::error("serve.reload_tls kept=old error=\"{}\"", status.message());
+    } else {
+      spdlog::info("serve.reload_tls serial={}", server.tlsSerial());
+    }
+  }
+  spdlog::info("serve.reload applied=true upstreams={} offline={}",
+               registry.config().upstreams.size(), registry.config().offline);
+  notifyServiceManager(kNotifyReady);
+}
+
 }  // namespace
 
 void setUpLogging(const std::string& level, const std::string& format) {
@@ -100,7 +160,7 @@ void setUpLogging(const std::string& level, const std::string& format) {
   spdlog::set_default_logger(events);
 }
 
-int serve(const Config& config) {
+int serve(const Config& config, std::function<Result<Config>()> reread) {
   auto listen = parseListen(config.listen);
   if (!listen) {
     spdlog::error("serve.listen error=\"{}\"", listen.status().message());
@@ -125,8 +185,8 @@ int serve(const Config& config) {
 
   // Owned by pointer so it can be drained before the registry its jobs use goes away.
   auto pool = std::make_unique<BlockingPool>(4);
-  Registry registry(config, **index, **store, *pool);
-  if (Status status = registry.openAuth(); !status) {
+  LiveRegistry registry(**index, **store, *pool);
+  if (Status status = registry.install(std::make_shared<const Config>(config)); !status) {
     spdlog::error("serve.auth error=\"{}\"", status.message());
     return 1;
   }
@@ -146,7 +206,7 @@ int serve(const Config& config) {
   http::Server server(options, registry);
   Housekeeper housekeeper(config, **index, **store, registry, *pool);
   Metrics::Gauges gauges;
-  gauges.fills_in_flight = [&registry] { return registry.pullThrough().fills().inFlight(); };
+  gauges.fills_in_flight = [&registry] { return registry.fillsInFlight(); };
   gauges.connections = [&server] { return server.connections(); };
   gauges.disk_bytes_used = [&housekeeper] { return housekeeper.cachedBytes(); };
   gauges.disk_bytes_bound = config.max_cache_size;
@@ -176,15 +236,7 @@ int serve(const Config& config) {
       break;
     }
     if (sig == SIGHUP) {
-      // TODO(reload): SIGHUP reloads the config too (the hardening issue); for now only the
-      // TLS certificate and key are read again.
-      if (config.tls_cert) {
-        if (Status status = server.reloadTls(); !status) {
-          spdlog::error("serve.reload_tls kept=old error=\"{}\"", status.message());
-        } else {
-          spdlog::info("serve.reload_tls serial={}", server.tlsSerial());
-        }
-      }
+      reload(reread, registry, server);
       continue;
     }
     housekeeper.tick(std::time(nullptr));
