@@ -5,13 +5,12 @@
 #include <crypt.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <spdlog/spdlog.h>
 
 #include <cerrno>
 #include <cstring>
 #include <fstream>
 #include <sstream>
-
-#include <spdlog/spdlog.h>
 
 #include "proxy/errors.h"
 #include "proxy/registry.h"
@@ -320,8 +319,9 @@ ClientAuth::ClientAuth(Options options, BlockingPool& pool,
                        std::shared_ptr<const HtpasswdEntries> users)
     : options_(std::move(options)),
       pool_(pool),
-      verified_(options_.cache_capacity, options_.cache_ttl,
-                options_.clock ? options_.clock : [] { return std::chrono::steady_clock::now(); }),
+      verified_(
+          options_.cache_capacity, options_.cache_ttl,
+          options_.clock ? options_.clock : [] { return std::chrono::steady_clock::now(); }),
       users_(std::move(users)) {}
 
 std::shared_ptr<const HtpasswdEntries> ClientAuth::users() const {

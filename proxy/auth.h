@@ -142,8 +142,8 @@ class ClientAuth {
 
   std::shared_ptr<const HtpasswdEntries> users() const;
   // After a verdict: answers or proceeds.
-  HandlerPtr decide(const std::shared_ptr<http::Exchange>& ex, const std::optional<std::string>& user,
-                    const Proceed& proceed);
+  HandlerPtr decide(const std::shared_ptr<http::Exchange>& ex,
+                    const std::optional<std::string>& user, const Proceed& proceed);
 
   const Options options_;
   BlockingPool& pool_;

@@ -407,18 +407,12 @@ constexpr std::array<KeySpec<Config>, 2> kRateLimitKeys{{
 Status readRateLimit(const Reader& r, const toml::node& n, const std::string& path, Config& c);
 
 constexpr std::array<KeySpec<Config>, 6> kLimitsKeys{{
-    {"max_connections",
-     [](const Reader& r, const toml::node& n, const std::string& p, Config& c) {
-       return assign(r.count(n, p), c.limits.max_connections);
-     }},
-    {"max_header_bytes",
-     [](const Reader& r, const toml::node& n, const std::string& p, Config& c) {
-       return assign(r.size(n, p), c.limits.max_header_bytes);
-     }},
-    {"idle_timeout",
-     [](const Reader& r, const toml::node& n, const std::string& p, Config& c) {
-       return assign(r.duration(n, p), c.limits.idle_timeout);
-     }},
+    {"max_connections", [](const Reader& r, const toml::node& n, const std::string& p,
+                           Config& c) { return assign(r.count(n, p), c.limits.max_connections); }},
+    {"max_header_bytes", [](const Reader& r, const toml::node& n, const std::string& p,
+                            Config& c) { return assign(r.size(n, p), c.limits.max_header_bytes); }},
+    {"idle_timeout", [](const Reader& r, const toml::node& n, const std::string& p,
+                        Config& c) { return assign(r.duration(n, p), c.limits.idle_timeout); }},
     {"request_timeout",
      [](const Reader& r, const toml::node& n, const std::string& p, Config& c) {
        return assign(r.duration(n, p), c.limits.request_timeout);
@@ -449,8 +443,8 @@ Status readRateLimit(const Reader& r, const toml::node& n, const std::string& pa
 Status checkLimits(const Reader& r, const toml::table& root, const LimitsConfig& limits) {
   auto fail = [&](std::string_view key, std::string_view why) {
     const toml::node* where = root["limits"][key].node();
-    return r.fail(where != nullptr ? where->source() : root.source(),
-                  "limits." + std::string(key), why);
+    return r.fail(where != nullptr ? where->source() : root.source(), "limits." + std::string(key),
+                  why);
   };
   if (limits.max_connections == 0) {
     return fail("max_connections", "expected at least 1");
@@ -514,10 +508,8 @@ constexpr std::array<KeySpec<Config>, 14> kTopKeys{{
                            Config& c) { return assign(r.size(n, p), c.max_upload_size); }},
     {"upload_ttl", [](const Reader& r, const toml::node& n, const std::string& p,
                       Config& c) { return assign(r.duration(n, p), c.upload_ttl); }},
-    {"threads",
-     [](const Reader& r, const toml::node& n, const std::string& p, Config& c) {
-       return assign(r.count(n, p), c.threads);
-     }},
+    {"threads", [](const Reader& r, const toml::node& n, const std::string& p,
+                   Config& c) { return assign(r.count(n, p), c.threads); }},
 }};
 
 // Rules across sections, checked once everything is read.

@@ -32,11 +32,11 @@ struct AuthAllow {
 
 // [limits]: what one client, or all of them together, may hold of the server.
 struct LimitsConfig {
-  size_t max_connections = 10000;              // over it, new connections are closed at once
-  uint64_t max_header_bytes = 64 * 1024;       // request line and headers; over it: 431
-  std::chrono::seconds idle_timeout{120};      // keep-alive connection with no request
-  std::chrono::seconds request_timeout{30};    // headers complete / body stall bound
-  size_t max_fills_per_upstream = 16;          // concurrent blob fills; more wait in a queue
+  size_t max_connections = 10000;               // over it, new connections are closed at once
+  uint64_t max_header_bytes = 64 * 1024;        // request line and headers; over it: 431
+  std::chrono::seconds idle_timeout{120};       // keep-alive connection with no request
+  std::chrono::seconds request_timeout{30};     // headers complete / body stall bound
+  size_t max_fills_per_upstream = 16;           // concurrent blob fills; more wait in a queue
   uint64_t rate_limit_requests_per_second = 0;  // per client IP; 0 = no limit
   uint64_t rate_limit_burst = 100;
 };

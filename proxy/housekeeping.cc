@@ -25,8 +25,7 @@ void manifestReferences(std::string_view media_type, std::string_view bytes,
 }
 
 Housekeeper::Housekeeper(const Config& config, const cache::Index& index,
-                         const cache::BlobStore& store, LiveRegistry& registry,
-                         BlockingPool& pool)
+                         const cache::BlobStore& store, LiveRegistry& registry, BlockingPool& pool)
     : config_(config),
       index_(index),
       registry_(registry),

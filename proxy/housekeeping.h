@@ -7,8 +7,8 @@
 
 #include "cache/eviction.h"
 #include "proxy/config.h"
-#include "proxy/loop.h"
 #include "proxy/live_registry.h"
+#include "proxy/loop.h"
 
 namespace regcache::proxy {
 

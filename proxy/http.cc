@@ -345,9 +345,9 @@ struct Server::Impl {
   ServerOptions options;
   Service& service;
   std::atomic<size_t> open_connections{0};
-  std::unique_ptr<TlsSlot> tls;             // null: plain HTTP
+  std::unique_ptr<TlsSlot> tls;               // null: plain HTTP
   std::unique_ptr<RateLimiter> rate_limiter;  // null: no limit
-  std::mutex reload_mu;                     // one reloadTls() at a time
+  std::mutex reload_mu;                       // one reloadTls() at a time
   std::vector<std::unique_ptr<Worker>> workers;
   uint16_t port = 0;
 

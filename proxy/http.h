@@ -135,10 +135,10 @@ class Handler {
 
 // How one request ended, for the service's metrics.
 struct Completion {
-  int status = 0;       // 0 when no response was started
-  uint64_t bytes = 0;   // body bytes written to the client
-  double seconds = 0;   // from the first byte of the request to the last of the response
-  bool aborted = false;  // the client went away (or the transfer failed) before the end
+  int status = 0;               // 0 when no response was started
+  uint64_t bytes = 0;           // body bytes written to the client
+  double seconds = 0;           // from the first byte of the request to the last of the response
+  bool aborted = false;         // the client went away (or the transfer failed) before the end
   std::string_view log_fields;  // what the handler added with addLogField
 };
 
@@ -160,10 +160,10 @@ class Service {
 
 struct ServerOptions {
   std::string host = "0.0.0.0";
-  uint16_t port = 5000;  // 0: any free port; Server::port() tells which
-  size_t threads = 0;    // 0: one per core
-  size_t max_header_bytes = 64 * 1024;  // request line and headers; over it: 431
-  size_t max_target_bytes = 8 * 1024;   // the request-target alone; over it: 414
+  uint16_t port = 5000;                    // 0: any free port; Server::port() tells which
+  size_t threads = 0;                      // 0: one per core
+  size_t max_header_bytes = 64 * 1024;     // request line and headers; over it: 431
+  size_t max_target_bytes = 8 * 1024;      // the request-target alone; over it: 414
   std::chrono::seconds idle_timeout{120};  // keep-alive connection with no request
   // Headers must be complete this long after the request's first byte (a total deadline, so
   // a client trickling bytes cannot hold a connection); a body is cut when no byte of it

@@ -173,8 +173,8 @@ class FileSource final : public BodySource {
     if (offset_ >= end_) {
       return Pull::kDone;
     }
-    size_t want = static_cast<size_t>(
-        std::min<uint64_t>({max_bytes, kFileReadChunk, end_ - offset_}));
+    size_t want =
+        static_cast<size_t>(std::min<uint64_t>({max_bytes, kFileReadChunk, end_ - offset_}));
     evbuffer_iovec space;
     if (want == 0 || evbuffer_reserve_space(out, static_cast<ev_ssize_t>(want), &space, 1) < 1) {
       return Pull::kMore;
@@ -262,8 +262,8 @@ void Connection::open(LoopContext& context, int fd, const sockaddr* peer) {
     // The SSL holds its own reference to the context: a reload does not pull it away.
     SSL* ssl = SSL_new(context.tls->get()->get());
     if (ssl != nullptr) {
-      bev = bufferevent_openssl_socket_new(context.loop->base(), fd, ssl,
-                                           BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
+      bev = bufferevent_openssl_socket_new(context.loop->base(), fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                           BEV_OPT_CLOSE_ON_FREE);
       if (bev == nullptr) {
         SSL_free(ssl);
       } else {
@@ -456,8 +456,8 @@ void Connection::onEof() {
 // requests whose headers span reads pay for the clock reading.
 void Connection::enforceHeaderDeadline() {
   auto deadline = started_ + context_.options->request_timeout;
-  auto left =
-      std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+      deadline - std::chrono::steady_clock::now());
   if (left.count() <= 0) {
     SPDLOG_DEBUG("http.header_timeout conn={} client={}", id_, peer_);
     requestClose();
@@ -725,10 +725,9 @@ bool Connection::admitRequest(ExchangeImpl& exchange) {
   response.status = 429;
   response.headers.add("Content-Type", "application/json");
   response.headers.add("Retry-After", std::to_string(decision.retry_after_seconds));
-  response.body =
-      R"({"errors":[{"code":"TOOMANYREQUESTS","message":"too many requests from )" + ip_ +
-      R"(; retry after )" + std::to_string(decision.retry_after_seconds) +
-      R"( s","detail":null}]})";
+  response.body = R"({"errors":[{"code":"TOOMANYREQUESTS","message":"too many requests from )" +
+                  ip_ + R"(; retry after )" + std::to_string(decision.retry_after_seconds) +
+                  R"( s","detail":null}]})";
   exchange.respond(std::move(response));
   return false;
 }
@@ -1111,8 +1110,8 @@ std::string accessJson(const Request* request, uint64_t conn, std::string_view c
                        uint64_t bytes, double ms, bool aborted, std::string_view fields) {
   auto now = std::chrono::system_clock::now();
   std::time_t seconds = std::chrono::system_clock::to_time_t(now);
-  auto millis = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()) %
-                1000;
+  auto millis =
+      std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()) % 1000;
   std::tm utc{};
   gmtime_r(&seconds, &utc);
   char time[40];

@@ -8,8 +8,7 @@ LiveRegistry::LiveRegistry(const cache::Index& index, const cache::BlobStore& st
     : index_(index), store_(store), pool_(pool), uploads_(index, store) {}
 
 Status LiveRegistry::install(std::shared_ptr<const Config> config) {
-  auto registry =
-      std::make_unique<Registry>(*config, index_, store_, pool_, &metrics_, &uploads_);
+  auto registry = std::make_unique<Registry>(*config, index_, store_, pool_, &metrics_, &uploads_);
   if (Status status = registry->openAuth(); !status) return status;
   std::lock_guard lock(mu_);
   Registry* next = registry.get();

@@ -9,8 +9,8 @@ namespace regcache::proxy {
 
 namespace {
 
-constexpr const char* kRouteNames[kRouteKinds] = {"base",     "catalog", "tags",      "manifest",
-                                                  "blob",     "upload",  "referrers", "other"};
+constexpr const char* kRouteNames[kRouteKinds] = {"base", "catalog", "tags",      "manifest",
+                                                  "blob", "upload",  "referrers", "other"};
 constexpr const char* kOutcomeNames[kCacheOutcomes] = {"hit", "miss", "stale", "revalidated",
                                                        "coalesced"};
 // Status codes counted one by one; the last slot takes the rest.
@@ -79,8 +79,8 @@ Metrics::MinuteSlot& Metrics::currentSlot() {
   int64_t minute = clock_() / 60;
   MinuteSlot& slot = history_[static_cast<size_t>(minute) % kHistoryMinutes];
   int64_t seen = slot.minute.load(std::memory_order_relaxed);
-  if (seen < minute && slot.minute.compare_exchange_strong(seen, minute,
-                                                           std::memory_order_relaxed)) {
+  if (seen < minute &&
+      slot.minute.compare_exchange_strong(seen, minute, std::memory_order_relaxed)) {
     slot.hits.store(0, std::memory_order_relaxed);
     slot.misses.store(0, std::memory_order_relaxed);
     slot.bytes_cache.store(0, std::memory_order_relaxed);
@@ -182,8 +182,9 @@ Metrics::Summary Metrics::summary() const {
 std::string Metrics::renderPrometheus() const {
   std::string out;
   out.reserve(16 * 1024);
-  out += "# HELP regcache_requests_total HTTP requests answered, by route and status.\n"
-         "# TYPE regcache_requests_total counter\n";
+  out +=
+      "# HELP regcache_requests_total HTTP requests answered, by route and status.\n"
+      "# TYPE regcache_requests_total counter\n";
   for (size_t r = 0; r < kRouteKinds; ++r) {
     for (size_t slot = 0; slot < kStatusSlots; ++slot) {
       uint64_t n = routes_[r].by_status[slot].load();
@@ -198,8 +199,9 @@ std::string Metrics::renderPrometheus() const {
     }
   }
 
-  out += "# HELP regcache_request_duration_seconds Time to answer a request, by route.\n"
-         "# TYPE regcache_request_duration_seconds histogram\n";
+  out +=
+      "# HELP regcache_request_duration_seconds Time to answer a request, by route.\n"
+      "# TYPE regcache_request_duration_seconds histogram\n";
   for (size_t r = 0; r < kRouteKinds; ++r) {
     const RouteCounters& c = routes_[r];
     if (c.count.load() == 0) continue;
@@ -216,12 +218,13 @@ std::string Metrics::renderPrometheus() const {
     }
     appendLine(out, "regcache_request_duration_seconds_sum{route=\"%s\"} %.6f\n", kRouteNames[r],
                c.sum_micros.load() / 1e6);
-    appendLine(out, "regcache_request_duration_seconds_count{route=\"%s\"} %llu\n",
-               kRouteNames[r], static_cast<unsigned long long>(c.count.load()));
+    appendLine(out, "regcache_request_duration_seconds_count{route=\"%s\"} %llu\n", kRouteNames[r],
+               static_cast<unsigned long long>(c.count.load()));
   }
 
-  out += "# HELP regcache_cache_requests_total Cache lookups, by kind and outcome.\n"
-         "# TYPE regcache_cache_requests_total counter\n";
+  out +=
+      "# HELP regcache_cache_requests_total Cache lookups, by kind and outcome.\n"
+      "# TYPE regcache_cache_requests_total counter\n";
   for (size_t kind = 0; kind < 2; ++kind) {
     for (size_t o = 0; o < kCacheOutcomes; ++o) {
       appendLine(out, "regcache_cache_requests_total{kind=\"%s\",outcome=\"%s\"} %llu\n",
@@ -230,15 +233,17 @@ std::string Metrics::renderPrometheus() const {
     }
   }
 
-  out += "# HELP regcache_served_bytes_total Body bytes sent to clients, by where they came from.\n"
-         "# TYPE regcache_served_bytes_total counter\n";
+  out +=
+      "# HELP regcache_served_bytes_total Body bytes sent to clients, by where they came from.\n"
+      "# TYPE regcache_served_bytes_total counter\n";
   appendLine(out, "regcache_served_bytes_total{source=\"cache\"} %llu\n",
              static_cast<unsigned long long>(bytes_cache_.load()));
   appendLine(out, "regcache_served_bytes_total{source=\"upstream\"} %llu\n",
              static_cast<unsigned long long>(bytes_upstream_.load()));
 
-  out += "# HELP regcache_upstream_errors_total Upstream failures, by upstream and kind.\n"
-         "# TYPE regcache_upstream_errors_total counter\n";
+  out +=
+      "# HELP regcache_upstream_errors_total Upstream failures, by upstream and kind.\n"
+      "# TYPE regcache_upstream_errors_total counter\n";
   {
     std::lock_guard lock(mu_);
     for (const auto& [key, n] : upstream_errors_) {
@@ -247,8 +252,9 @@ std::string Metrics::renderPrometheus() const {
     }
   }
 
-  out += "# HELP regcache_evictions_total Cached items evicted to stay under max_cache_size.\n"
-         "# TYPE regcache_evictions_total counter\n";
+  out +=
+      "# HELP regcache_evictions_total Cached items evicted to stay under max_cache_size.\n"
+      "# TYPE regcache_evictions_total counter\n";
   appendLine(out, "regcache_evictions_total %llu\n",
              static_cast<unsigned long long>(evictions_.load()));
   out += "# TYPE regcache_evicted_bytes_total counter\n";

@@ -1,13 +1,13 @@
 // Pull-through: manifests revalidated and fetched once, blobs filled once, stale when down.
 #include "proxy/pull_through.h"
 
+#include <simdjson.h>
+#include <spdlog/spdlog.h>
+
 #include <cstdlib>
 #include <ctime>
 #include <fstream>
 #include <sstream>
-
-#include <simdjson.h>
-#include <spdlog/spdlog.h>
 
 #include "proxy/errors.h"
 #include "proxy/manifest.h"
@@ -41,15 +41,14 @@ http::Response upstreamError(const Resolution& r, ErrorCode unknown, std::string
     return errorResponse(unknown, std::string(what) + " unknown upstream");
   }
   if (r.upstream_status == 429) {
-    http::Response response = errorResponse(
-        ErrorCode::kTooManyRequests, "upstream rate limit reached for " + std::string(what));
+    http::Response response = errorResponse(ErrorCode::kTooManyRequests,
+                                            "upstream rate limit reached for " + std::string(what));
     if (!r.retry_after.empty()) response.headers.add("Retry-After", r.retry_after);
     return response;
   }
   if (r.upstream_status == 401 || r.upstream_status == 403) {
-    return errorResponse(ErrorCode::kDenied,
-                         "upstream refused access to " + std::string(what) +
-                             " (check the upstream's credentials)");
+    return errorResponse(ErrorCode::kDenied, "upstream refused access to " + std::string(what) +
+                                                 " (check the upstream's credentials)");
   }
   int status = r.upstream_status >= 500 ? 502 : 503;
   return errorResponse(unknown, std::string(what) + ": " + r.status.message(), status);
@@ -73,8 +72,8 @@ Resolution failed(int upstream_status, const upstream::ResponseHead* head, std::
 
 class ManifestFetch : public std::enable_shared_from_this<ManifestFetch> {
  public:
-  ManifestFetch(PullThrough& pull, Loop& loop, Repository repo, Reference reference,
-                bool head_only, std::string key)
+  ManifestFetch(PullThrough& pull, Loop& loop, Repository repo, Reference reference, bool head_only,
+                std::string key)
       : pull_(pull),
         loop_(loop),
         repo_(std::move(repo)),
@@ -117,8 +116,8 @@ class ManifestFetch : public std::enable_shared_from_this<ManifestFetch> {
   void onHeadDone(Status status) {
     if (!status) return finish(failed(0, nullptr, status.message()));
     if (head_.status != 200) {
-      return finish(failed(head_.status, &head_,
-                           "upstream answered " + std::to_string(head_.status)));
+      return finish(
+          failed(head_.status, &head_, "upstream answered " + std::to_string(head_.status)));
     }
     const std::string* header = head_.header("docker-content-digest");
     auto digest = header ? cache::Digest::parse(*header) : Result<cache::Digest>(notFound(""));
@@ -158,8 +157,8 @@ class ManifestFetch : public std::enable_shared_from_this<ManifestFetch> {
   void onGetDone(Status status) {
     if (!status) return finish(failed(head_.status, &head_, status.message()));
     if (head_.status != 200) {
-      return finish(failed(head_.status, &head_,
-                           "upstream answered " + std::to_string(head_.status)));
+      return finish(
+          failed(head_.status, &head_, "upstream answered " + std::to_string(head_.status)));
     }
     cache::DigestAlgorithm algorithm =
         expected_ ? expected_->algorithm() : cache::DigestAlgorithm::kSha256;
@@ -168,8 +167,8 @@ class ManifestFetch : public std::enable_shared_from_this<ManifestFetch> {
       spdlog::warn("upstream.manifest_mismatch upstream={} repository={} expected={} got={}",
                    repo_.upstream->name, repo_.remote, expected_->str(), actual.str());
       corrupt_ = true;
-      return finish(failed(502, nullptr, "upstream sent a manifest that does not match " +
-                                             expected_->str()));
+      return finish(
+          failed(502, nullptr, "upstream sent a manifest that does not match " + expected_->str()));
     }
     const std::string* type = head_.header("content-type");
     std::string_view content_type = type ? std::string_view(*type) : "";
@@ -177,8 +176,8 @@ class ManifestFetch : public std::enable_shared_from_this<ManifestFetch> {
     auto manifest = parseManifest(body_, content_type);
     if (!manifest) {
       corrupt_ = true;
-      return finish(failed(502, nullptr, "upstream sent an unusable manifest: " +
-                                             manifest.status().message()));
+      return finish(failed(502, nullptr,
+                           "upstream sent an unusable manifest: " + manifest.status().message()));
     }
     store(std::move(*manifest), actual);
   }
@@ -208,7 +207,8 @@ class ManifestFetch : public std::enable_shared_from_this<ManifestFetch> {
         [&index, key, digest_str, tag, record = std::move(record), referrer]() -> Status {
           auto txn = index.write();
           if (!txn) return txn.status();
-          Status status = txn->putManifest(key, digest_str, record, referrer ? &*referrer : nullptr);
+          Status status =
+              txn->putManifest(key, digest_str, record, referrer ? &*referrer : nullptr);
           if (status && !tag.empty()) {
             status = txn->putTag(key, tag, digest_str, nowSeconds(), nowSeconds());
           }
@@ -284,8 +284,7 @@ PullThrough::PullThrough(const Config& config, const cache::Index& index,
       pool_(pool),
       tokens_(std::make_shared<upstream::TokenCache>()),
       fills_(
-          index, store, pool,
-          [this](Loop& loop) -> upstream::Client& { return clientFor(loop); },
+          index, store, pool, [this](Loop& loop) -> upstream::Client& { return clientFor(loop); },
           config.limits.max_fills_per_upstream),
       // Only for measuring what recording costs (tests/bench): eviction then sees creation
       // times instead of last use.
@@ -313,13 +312,13 @@ PullThrough::~PullThrough() { shutdown(); }
 void PullThrough::noteExchange(const std::string& upstream, const Status& transport,
                                int http_status, std::string_view kind) {
   int64_t now = nowSeconds();
-  bool refused = http_status == 429 || http_status == 401 || http_status == 403 ||
-                 http_status >= 500;
+  bool refused =
+      http_status == 429 || http_status == 401 || http_status == 403 || http_status >= 500;
   if (!kind.empty() || refused || (!transport.isOk())) {
     std::string message = !transport.isOk() ? transport.message()
                                             : "upstream answered " + std::to_string(http_status);
-    health_.recordFailure(upstream, kind.empty() ? upstreamFailureKind(http_status) : kind,
-                          message, now);
+    health_.recordFailure(upstream, kind.empty() ? upstreamFailureKind(http_status) : kind, message,
+                          now);
     return;
   }
   health_.recordSuccess(upstream, now);
@@ -410,13 +409,11 @@ void PullThrough::getManifest(const std::shared_ptr<http::Exchange>& ex, const R
       auto manifest = digest.empty() ? Result<cache::ManifestView>(notFound(""))
                                      : txn->manifest(repo.key, digest);
       have_cached = manifest.isOk();
-      bool fresh = reference.isDigest() ||
-                   nowSeconds() - checked < repo.upstream->tag_ttl.count();
+      bool fresh = reference.isDigest() || nowSeconds() - checked < repo.upstream->tag_ttl.count();
       if (have_cached && fresh) {
         ex->addLogField("cache=hit");
         if (record_recency_) recency_.touch(repo.key, digest, nowSeconds());
-        respond(ex, manifestResponse(ex->request(), manifest->media_type, digest,
-                                     manifest->bytes));
+        respond(ex, manifestResponse(ex->request(), manifest->media_type, digest, manifest->bytes));
         return;
       }
     }
@@ -498,8 +495,8 @@ void PullThrough::getBlob(const std::shared_ptr<http::Exchange>& ex, const Route
     return;
   }
   bool joined = false;
-  auto fill = fills_.getOrStart(ex->loop(), endpoints(*repo.upstream).blobs, digest.str(),
-                                repo.key, repo.remote, &joined);
+  auto fill = fills_.getOrStart(ex->loop(), endpoints(*repo.upstream).blobs, digest.str(), repo.key,
+                                repo.remote, &joined);
   ex->addLogField(joined ? "cache=coalesced" : "cache=miss");
   ex->addLogField("upstream=" + repo.upstream->name);
   serveFill(ex, fill, digest);
@@ -524,7 +521,8 @@ void PullThrough::serveFill(const std::shared_ptr<http::Exchange>& ex,
     Resolution r;
     r.status = fill->error();
     r.upstream_status = fill->upstreamStatus();
-    if (r.status.code() != Code::kNotFound) r.status = Status(Code::kUnavailable, r.status.message());
+    if (r.status.code() != Code::kNotFound)
+      r.status = Status(Code::kUnavailable, r.status.message());
     respond(ex, upstreamError(r, ErrorCode::kBlobUnknown, "blob " + digest.str()));
     return;
   }
@@ -589,15 +587,14 @@ void PullThrough::headBlob(const std::shared_ptr<http::Exchange>& ex, const Repo
       return;
     }
     Resolution failure = status ? failed(state->head.status, &state->head,
-                                         "upstream answered " +
-                                             std::to_string(state->head.status))
+                                         "upstream answered " + std::to_string(state->head.status))
                                 : failed(0, nullptr, status.message());
     respond(ex, upstreamError(failure, ErrorCode::kBlobUnknown, "blob " + digest.str()));
   };
   ex->addLogField("cache=miss");
   ex->addLogField("upstream=" + repo.upstream->name);
-  clientFor(ex->loop()).start(endpoints(*repo.upstream).manifests, std::move(r),
-                              std::move(callbacks));
+  clientFor(ex->loop())
+      .start(endpoints(*repo.upstream).manifests, std::move(r), std::move(callbacks));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -668,8 +665,8 @@ void PullThrough::getTags(const std::shared_ptr<http::Exchange>& ex, const Route
     }
     respond(ex, std::move(response));
   };
-  clientFor(ex->loop()).start(endpoints(*repo.upstream).manifests, std::move(r),
-                              std::move(callbacks));
+  clientFor(ex->loop())
+      .start(endpoints(*repo.upstream).manifests, std::move(r), std::move(callbacks));
 }
 
 }  // namespace regcache::proxy

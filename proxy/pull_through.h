@@ -39,8 +39,8 @@ struct Resolution {
   std::string digest;
   std::string media_type;
   std::shared_ptr<const std::string> bytes;  // the manifest, when it was fetched
-  uint64_t size = 0;        // for a HEAD answered from upstream's headers alone
-  bool head_only = false;   // digest/media_type/size come from an upstream HEAD
+  uint64_t size = 0;                         // for a HEAD answered from upstream's headers alone
+  bool head_only = false;                    // digest/media_type/size come from an upstream HEAD
 };
 
 class PullThrough {
@@ -114,8 +114,8 @@ class PullThrough {
   std::mutex mu_;
   std::unordered_map<Loop*, std::unique_ptr<upstream::Client>> clients_;  // guarded by mu_
   std::unordered_map<std::string, std::vector<std::pair<Loop*, Waiter>>>
-      resolving_;                              // guarded by mu_
-  std::unordered_set<std::string> warned_;     // guarded by mu_: stale tags already logged
+      resolving_;                           // guarded by mu_
+  std::unordered_set<std::string> warned_;  // guarded by mu_: stale tags already logged
   upstream::FillTable fills_;
   cache::Recency recency_;
   const bool record_recency_;

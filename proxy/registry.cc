@@ -1,9 +1,9 @@
 // The API's front door: routing, and the listing endpoints (base, catalog, tags, referrers).
 #include "proxy/registry.h"
 
-#include <charconv>
-
 #include <spdlog/spdlog.h>
+
+#include <charconv>
 
 #include "proxy/errors.h"
 #include "proxy/manifest.h"
@@ -124,8 +124,8 @@ bool Registry::serveOperational(const ExchangePtr& ex) {
     if (txn) {
       respond(ex, jsonResponse("{\"status\":\"ready\"}", "application/json"));
     } else {
-      http::Response response = jsonResponse("{\"status\":\"store unavailable\"}",
-                                             "application/json");
+      http::Response response =
+          jsonResponse("{\"status\":\"store unavailable\"}", "application/json");
       response.status = 503;
       respond(ex, std::move(response));
     }
@@ -154,9 +154,8 @@ void Registry::getStatus(const ExchangePtr& ex) {
   respond(ex, std::move(response));
 }
 
-Registry::Registry(const Config& config, const cache::Index& index,
-                   const cache::BlobStore& store, BlockingPool& pool, Metrics* shared_metrics,
-                   UploadTable* shared_uploads)
+Registry::Registry(const Config& config, const cache::Index& index, const cache::BlobStore& store,
+                   BlockingPool& pool, Metrics* shared_metrics, UploadTable* shared_uploads)
     : config_(config),
       metrics_(shared_metrics != nullptr ? *shared_metrics : own_metrics_),
       index_(index),
@@ -204,8 +203,8 @@ std::unique_ptr<http::Handler> Registry::onAdmitted(const ExchangePtr& ex) {
   auto route = parseRoute(request.path);
   if (!route) {
     if (route.status().code() == Code::kNotFound) {
-      respond(ex, errorResponse(ErrorCode::kNameUnknown, "no such API endpoint: " + request.path,
-                                404));
+      respond(ex,
+              errorResponse(ErrorCode::kNameUnknown, "no such API endpoint: " + request.path, 404));
     } else {
       respond(ex, errorResponse(ErrorCode::kNameInvalid, route.status().message()));
     }
@@ -247,8 +246,7 @@ std::unique_ptr<http::Handler> Registry::dispatch(const ExchangePtr& ex, const R
     respond(ex, errorResponse(ErrorCode::kUnsupported,
                               route.name + " is mirrored from " + repo->upstream->name +
                                   " and is read-only; push into a local namespace (" +
-                                  (where.empty() ? std::string("none configured") : where) +
-                                  ")"));
+                                  (where.empty() ? std::string("none configured") : where) + ")"));
     return nullptr;
   }
 
@@ -392,8 +390,8 @@ void Registry::getReferrers(const ExchangePtr& ex, const Route& route, const Rep
   }
   auto filter = ex->request().queryParam("artifactType");
 
-  std::string body = R"({"schemaVersion":2,"mediaType":")" + std::string(kOciIndex) +
-                     R"(","manifests":[)";
+  std::string body =
+      R"({"schemaVersion":2,"mediaType":")" + std::string(kOciIndex) + R"(","manifests":[)";
   bool first = true;
   for (const auto& referrer : txn->referrers(repo.key, digest->str())) {
     if (filter && referrer.artifact_type != *filter) continue;

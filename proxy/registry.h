@@ -101,7 +101,7 @@ class Registry : public http::Service {
   UploadTable own_uploads_;
   UploadTable& uploads_;  // own_uploads_, or a reload's shared one
   PullThrough pull_;
-  StoreTotals store_totals_;  // the index's cached/pushed totals for /api/status
+  StoreTotals store_totals_;          // the index's cached/pushed totals for /api/status
   std::unique_ptr<ClientAuth> auth_;  // null: client auth is off
 };
 

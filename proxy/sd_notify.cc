@@ -1,6 +1,7 @@
 // sd_notify(3)'s protocol, by hand: a datagram of "KEY=VALUE" lines to $NOTIFY_SOCKET.
 #include "proxy/sd_notify.h"
 
+#include <spdlog/spdlog.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -10,8 +11,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
-
-#include <spdlog/spdlog.h>
 
 namespace regcache::proxy {
 
@@ -33,8 +32,7 @@ class SocketFd {
 };
 
 Status notifyError(std::string_view what, std::string_view socket_name) {
-  return ioError(std::string(what) + " " + std::string(socket_name) + ": " +
-                 std::strerror(errno));
+  return ioError(std::string(what) + " " + std::string(socket_name) + ": " + std::strerror(errno));
 }
 
 }  // namespace

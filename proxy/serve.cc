@@ -2,21 +2,20 @@
 #include "proxy/serve.h"
 
 #include <signal.h>
+#include <spdlog/pattern_formatter.h>
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
 
 #include <chrono>
 #include <ctime>
 #include <thread>
 
-#include <spdlog/pattern_formatter.h>
-#include <spdlog/sinks/stdout_sinks.h>
-#include <spdlog/spdlog.h>
-
 #include "cache/blob_store.h"
 #include "cache/index.h"
 #include "proxy/housekeeping.h"
 #include "proxy/http.h"
-#include "proxy/loop.h"
 #include "proxy/live_registry.h"
+#include "proxy/loop.h"
 #include "proxy/registry.h"
 #include "proxy/sd_notify.h"
 
@@ -215,9 +214,8 @@ int serve(const Config& config, std::function<Result<Config>()> reread) {
     spdlog::error("serve.listen addr={} error=\"{}\"", config.listen, status.message());
     return 1;
   }
-  spdlog::info("serve.start listening addr={}:{} data_dir={} upstreams={} offline={}",
-               listen->host, server.port(), config.data_dir.string(), config.upstreams.size(),
-               config.offline);
+  spdlog::info("serve.start listening addr={}:{} data_dir={} upstreams={} offline={}", listen->host,
+               server.port(), config.data_dir.string(), config.upstreams.size(), config.offline);
   notifyServiceManager(kNotifyReady);
 
   sigset_t signals;

@@ -128,11 +128,16 @@ void appendStringOrNull(std::string& out, std::string_view s) {
 
 const char* fillState(upstream::Fill::State state) {
   switch (state) {
-    case upstream::Fill::State::kStarting: return "starting";
-    case upstream::Fill::State::kStreaming: return "streaming";
-    case upstream::Fill::State::kVerifying: return "verifying";
-    case upstream::Fill::State::kDone: return "done";
-    case upstream::Fill::State::kFailed: return "failed";
+    case upstream::Fill::State::kStarting:
+      return "starting";
+    case upstream::Fill::State::kStreaming:
+      return "streaming";
+    case upstream::Fill::State::kVerifying:
+      return "verifying";
+    case upstream::Fill::State::kDone:
+      return "done";
+    case upstream::Fill::State::kFailed:
+      return "failed";
   }
   return "unknown";
 }
@@ -187,8 +192,9 @@ void appendDisk(std::string& out, const StatusReport::Disk& d) {
            ",\"cached_blobs\":" + n(u.cached_blobs) + ",\"pushed_blobs\":" + n(u.pushed_blobs) +
            ",\"measured_at\":" + n(d.totals->measured_at);
   } else {
-    out += ",\"cached_bytes\":null,\"pushed_bytes\":null,\"cached_blobs\":null,"
-           "\"pushed_blobs\":null,\"measured_at\":null";
+    out +=
+        ",\"cached_bytes\":null,\"pushed_bytes\":null,\"cached_blobs\":null,"
+        "\"pushed_blobs\":null,\"measured_at\":null";
   }
   out += ",\"evictions\":" + n(d.evictions) + ",\"evicted_bytes\":" + n(d.evicted_bytes) + "}";
 }
@@ -204,8 +210,8 @@ void appendFills(std::string& out, const std::vector<upstream::FillTable::FillIn
     out += ",\"repository\":";
     appendJsonString(out, f.repository);
     out += std::string(",\"state\":\"") + fillState(f.progress.state) + "\"";
-    out += ",\"written\":" + n(f.progress.written) + ",\"size\":" +
-           (f.progress.size ? n(*f.progress.size) : std::string("null")) +
+    out += ",\"written\":" + n(f.progress.written) +
+           ",\"size\":" + (f.progress.size ? n(*f.progress.size) : std::string("null")) +
            ",\"clients\":" + n(static_cast<uint64_t>(f.clients)) + "}";
   }
   out += "]}";

@@ -40,8 +40,8 @@ class UpstreamHealth {
 
   // `on_failure` (optional) also hears each failure: the Prometheus counter. Called with no
   // lock held.
-  explicit UpstreamHealth(std::function<void(std::string_view upstream, std::string_view kind)>
-                              on_failure = nullptr);
+  explicit UpstreamHealth(
+      std::function<void(std::string_view upstream, std::string_view kind)> on_failure = nullptr);
 
   // Set once before any traffic (not thread-safe against the record calls).
   void setFailureCounter(std::function<void(std::string_view, std::string_view)> on_failure) {

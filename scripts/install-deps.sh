@@ -6,7 +6,7 @@ set -eu
 
 build="build-essential cmake ninja-build pkg-config git
   libevent-dev libcurl4-openssl-dev libssl-dev liblmdb-dev libsimdjson-dev libspdlog-dev
-  libfmt-dev libtomlplusplus-dev libhttp-parser-dev catch2"
+  libfmt-dev libtomlplusplus-dev libhttp-parser-dev catch2 clang-format"
 tests="python3 openssl python3-pytest python3-requests skopeo umoci docker-registry curl podman containerd
   lintian rpm systemd dpkg-dev fakeroot file clang libclang-rt-14-dev chromium nodejs npm apache2-utils"
 

@@ -116,7 +116,7 @@ class Fill : public std::enable_shared_from_this<Fill> {
   int resumes_ = 0;
   bool resuming_ = false;
   uint64_t resume_from_ = 0;
-  bool head_ok_ = false;  // the current attempt's head was accepted
+  bool head_ok_ = false;     // the current attempt's head was accepted
   bool holds_slot_ = false;  // counted in its upstream's running fills; guarded by table_.mu_
   uint64_t notified_at_ = 0;
   std::chrono::steady_clock::time_point notified_time_{};

@@ -114,8 +114,7 @@ Status fillBlobs(const Index& index, std::string_view repo, size_t repositories,
                  size_t last) {
   auto txn = index.write();
   if (!txn) return txn.status();
-  const BlobRecord record{4096, static_cast<int64_t>(time(nullptr)),
-                          regcache::cache::kBlobPushed};
+  const BlobRecord record{4096, static_cast<int64_t>(time(nullptr)), regcache::cache::kBlobPushed};
   for (size_t i = first; i < last; ++i) {
     std::string digest = blobDigest(i);
     Status status = txn->putBlob(digest, record);
@@ -171,8 +170,8 @@ int timeLookups(const char* label, size_t count, size_t range, Lookup&& lookup, 
   }
   double p50 = percentile(us, 0.50);
   double p99 = percentile(us, 0.99);
-  printf("\"%s_p50_us\": %.2f, \"%s_p99_us\": %.2f, \"%s_missing\": %zu%s", label, p50, label,
-         p99, label, missing, last ? "" : ", ");
+  printf("\"%s_p50_us\": %.2f, \"%s_p99_us\": %.2f, \"%s_missing\": %zu%s", label, p50, label, p99,
+         label, missing, last ? "" : ", ");
   return missing == 0 ? 0 : 1;
 }
 
@@ -189,9 +188,9 @@ int lookup(const std::string& dir, std::string_view repo, const Options& options
   };
   auto tag = [&](size_t i) {
     auto txn = idx.read();
-    return txn && txn->tag(repositoryName(repo, i / kTagsPerRepository),
-                           tagName(i % kTagsPerRepository))
-                      .isOk();
+    return txn &&
+           txn->tag(repositoryName(repo, i / kTagsPerRepository), tagName(i % kTagsPerRepository))
+               .isOk();
   };
   printf("{");
   int rc = timeLookups("blob", options.count, options.blobs, blob, false);

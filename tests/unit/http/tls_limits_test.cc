@@ -31,9 +31,10 @@ struct TestCerts {
   ~TestCerts() { std::filesystem::remove_all(dir); }
 
   void make(const std::string& name) {
-    std::string cmd = "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "
-                      "-days 2 -subj /CN=127.0.0.1 -keyout " +
-                      key(name) + " -out " + cert(name) + " >/dev/null 2>&1";
+    std::string cmd =
+        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "
+        "-days 2 -subj /CN=127.0.0.1 -keyout " +
+        key(name) + " -out " + cert(name) + " >/dev/null 2>&1";
     REQUIRE(std::system(cmd.c_str()) == 0);
   }
   std::string cert(const std::string& name) const { return (dir / (name + ".crt")).string(); }
@@ -180,8 +181,7 @@ TEST_CASE("Server TLS: a missing or mismatched key is a start-up error naming th
   CHECK_FALSE(t.started);
 }
 
-TEST_CASE("Server TLS: reloadTls swaps the certificate for new connections only",
-          "[http][tls]") {
+TEST_CASE("Server TLS: reloadTls swaps the certificate for new connections only", "[http][tls]") {
   TestCerts certs;
   ServerOptions options = tlsOptions(certs);
   options.tls_cert = (certs.dir / "live.crt").string();
@@ -290,8 +290,7 @@ TEST_CASE("Server: a client over its request rate gets 429 with Retry-After", "[
   CHECK(statuses == std::vector<int>{200, 200, 200, 429, 429});
 }
 
-TEST_CASE("TokenBucket: refills at the rate up to the burst, and says when to retry",
-          "[limits]") {
+TEST_CASE("TokenBucket: refills at the rate up to the burst, and says when to retry", "[limits]") {
   using namespace std::chrono_literals;
   TokenBucket::Clock::time_point t0{};
   TokenBucket bucket(2, t0);

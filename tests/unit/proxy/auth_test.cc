@@ -102,12 +102,12 @@ TEST_CASE("parseHtpasswd: a bad line is refused with its file and line", "[proxy
   };
   const Case cases[] = {
       {"# ok\nno-colon-here\n", "f:2: "},
-      {"alice:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\n", "f:1: "},         // not bcrypt
-      {"alice:$apr1$xyz$abcdefghijklmnopqrstuv\n", "f:1: "},            // MD5
-      {":" + hash + "\n", "f:1: "},                                     // empty user
-      {"al ice:" + hash + "\n", "f:1: "},                               // space in user
-      {"alice:" + hash + "\n\nalice:" + hash + "\n", "f:3: "},          // listed twice
-      {"alice:" + hash.substr(0, 59) + "\n", "f:1: "},                  // truncated hash
+      {"alice:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\n", "f:1: "},   // not bcrypt
+      {"alice:$apr1$xyz$abcdefghijklmnopqrstuv\n", "f:1: "},    // MD5
+      {":" + hash + "\n", "f:1: "},                             // empty user
+      {"al ice:" + hash + "\n", "f:1: "},                       // space in user
+      {"alice:" + hash + "\n\nalice:" + hash + "\n", "f:3: "},  // listed twice
+      {"alice:" + hash.substr(0, 59) + "\n", "f:1: "},          // truncated hash
   };
   for (const Case& c : cases) {
     INFO(c.text);
@@ -323,8 +323,7 @@ TEST_CASE("parseConfig: [[auth.allow]] entries are read", "[proxy][auth]") {
   CHECK(config->auth_allow[1].namespaces == std::vector<std::string>{"*"});
 }
 
-TEST_CASE("parseConfig: bad [[auth.allow]] entries are refused with their line",
-          "[proxy][auth]") {
+TEST_CASE("parseConfig: bad [[auth.allow]] entries are refused with their line", "[proxy][auth]") {
   const std::string head = "[auth]\nhtpasswd = \"/h\"\n";
   struct Case {
     std::string text;

@@ -5,6 +5,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <catch2/catch.hpp>
 #include <cstddef>
 #include <cstdlib>
 #include <cstring>
@@ -12,8 +13,6 @@
 #include <optional>
 #include <random>
 #include <string>
-
-#include <catch2/catch.hpp>
 
 using namespace regcache;
 using namespace regcache::proxy;

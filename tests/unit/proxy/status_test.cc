@@ -1,5 +1,7 @@
 // The status report (/api/status): after a scripted run of requests, fills and upstream
 // exchanges, its numbers are what happened; the hour's history turns by the minute.
+#include "proxy/status.h"
+
 #include <simdjson.h>
 
 #include <catch2/catch.hpp>
@@ -8,7 +10,6 @@
 
 #include "cache/usage.h"
 #include "proxy/registry.h"
-#include "proxy/status.h"
 #include "tests/unit/cache/store_fixture.h"
 
 namespace regcache::proxy {
@@ -211,7 +212,7 @@ TEST_CASE("Metrics: the hour's history turns by the minute on an injected clock"
   CHECK(history.back().hits == 1);
   CHECK(history.back().misses == 0);
   CHECK(history.front().misses == 1);  // the minute after the first, 59 minutes ago
-  now += 2 * 3600;  // a quiet two hours: every minute reads zero
+  now += 2 * 3600;                     // a quiet two hours: every minute reads zero
   for (const auto& minute : metrics.history()) CHECK(minute.hits + minute.misses == 0);
 }
 
