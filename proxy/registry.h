@@ -79,6 +79,10 @@ class Registry : public http::Service {
   HandlerPtr beginUpload(const ExchangePtr& ex, const Route& route, const Repository& repo);
   HandlerPtr mountBlob(const ExchangePtr& ex, const Route& route, const Repository& repo,
                        const cache::Digest& digest);
+  // Takes the upload for a PATCH or PUT whose Content-Range (if any) continues it; otherwise
+  // answers (404, or 416 with the upload's Range) and returns nullptr.
+  std::shared_ptr<Upload> acquireInStep(const ExchangePtr& ex, const Route& route,
+                                        const Repository& repo);
   HandlerPtr patchUpload(const ExchangePtr& ex, const Route& route, const Repository& repo);
   HandlerPtr putUpload(const ExchangePtr& ex, const Route& route, const Repository& repo);
   void getUpload(const ExchangePtr& ex, const Route& route, const Repository& repo);

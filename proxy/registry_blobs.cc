@@ -392,8 +392,8 @@ std::unique_ptr<http::Handler> Registry::mountBlob(const ExchangePtr& ex, const 
   });
 }
 
-std::unique_ptr<http::Handler> Registry::patchUpload(const ExchangePtr& ex, const Route& route,
-                                                     const Repository& repo) {
+std::shared_ptr<Upload> Registry::acquireInStep(const ExchangePtr& ex, const Route& route,
+                                                const Repository& repo) {
   auto upload = uploads_.acquire(route.reference, repo.key);
   if (!upload) {
     respond(ex, errorFromStatus(upload.status(), ErrorCode::kBlobUploadUnknown,
@@ -401,25 +401,30 @@ std::unique_ptr<http::Handler> Registry::patchUpload(const ExchangePtr& ex, cons
     return nullptr;
   }
   std::shared_ptr<Upload> held = std::move(*upload);
+  const std::string* content_range = ex->request().headers.get("Content-Range");
+  if (content_range == nullptr) return held;
 
-  if (const std::string* content_range = ex->request().headers.get("Content-Range")) {
-    auto range = parseContentRange(*content_range);
-    if (!range || range->first != held->size()) {
-      uint64_t size = held->size();
-      uploads_.release(held);
-      http::Response refused =
-          errorResponse(ErrorCode::kBlobUploadInvalid,
-                        range ? "chunk starts at " + std::to_string(range->first) +
-                                    " but the upload holds " + std::to_string(size) + " bytes"
-                              : "malformed Content-Range: " + *content_range,
-                        416);
-      refused.headers.add("Location", uploadLocation(route, route.reference));
-      refused.headers.add("Range", uploadRange(size));
-      refused.headers.add("Docker-Upload-UUID", route.reference);
-      respond(ex, std::move(refused));
-      return nullptr;
-    }
-  }
+  auto range = parseContentRange(*content_range);
+  if (range && range->first == held->size()) return held;
+  uint64_t size = held->size();
+  uploads_.release(held);
+  http::Response refused =
+      errorResponse(ErrorCode::kBlobUploadInvalid,
+                    range ? "chunk starts at " + std::to_string(range->first) +
+                                " but the upload holds " + std::to_string(size) + " bytes"
+                          : "malformed Content-Range: " + *content_range,
+                    416);
+  refused.headers.add("Location", uploadLocation(route, route.reference));
+  refused.headers.add("Range", uploadRange(size));
+  refused.headers.add("Docker-Upload-UUID", route.reference);
+  respond(ex, std::move(refused));
+  return nullptr;
+}
+
+std::unique_ptr<http::Handler> Registry::patchUpload(const ExchangePtr& ex, const Route& route,
+                                                     const Repository& repo) {
+  std::shared_ptr<Upload> held = acquireInStep(ex, route, repo);
+  if (!held) return nullptr;
   return std::make_unique<UploadBodyHandler>(*this, ex, route, std::move(held), std::nullopt);
 }
 
@@ -433,26 +438,8 @@ std::unique_ptr<http::Handler> Registry::putUpload(const ExchangePtr& ex, const 
                                            : std::string("the closing PUT needs ?digest=")));
     return nullptr;
   }
-  auto upload = uploads_.acquire(route.reference, repo.key);
-  if (!upload) {
-    respond(ex, errorFromStatus(upload.status(), ErrorCode::kBlobUploadUnknown,
-                                ErrorCode::kBlobUploadInvalid));
-    return nullptr;
-  }
-  std::shared_ptr<Upload> held = std::move(*upload);
-  if (const std::string* content_range = ex->request().headers.get("Content-Range")) {
-    auto range = parseContentRange(*content_range);
-    if (!range || range->first != held->size()) {
-      uint64_t size = held->size();
-      uploads_.release(held);
-      http::Response refused = errorResponse(ErrorCode::kBlobUploadInvalid,
-                                             "final chunk does not continue the upload", 416);
-      refused.headers.add("Location", uploadLocation(route, route.reference));
-      refused.headers.add("Range", uploadRange(size));
-      respond(ex, std::move(refused));
-      return nullptr;
-    }
-  }
+  std::shared_ptr<Upload> held = acquireInStep(ex, route, repo);
+  if (!held) return nullptr;
   return std::make_unique<UploadBodyHandler>(*this, ex, route, std::move(held), *digest);
 }
 
