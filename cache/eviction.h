@@ -68,6 +68,8 @@ class Evictor {
   // Everything passed in outlives the Evictor.
   Evictor(const Index& index, const BlobStore& store, EvictionOptions options);
 
+  const EvictionOptions& options() const { return options_; }
+
   // Bytes of blobs that are cached and were never pushed. Blocking (walks the blob records).
   Result<uint64_t> cachedBytes() const;
 

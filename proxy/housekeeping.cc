@@ -63,7 +63,9 @@ void Housekeeper::runChores(int64_t now) {
   });
 
   uint64_t bound = config_.max_cache_size;
-  bool over = bound > 0 && cachedBytes() > static_cast<uint64_t>(bound * 0.95);
+  // The evictor's own watermark: a count is due as soon as eviction could be.
+  bool over =
+      bound > 0 && cachedBytes() > static_cast<uint64_t>(bound * evictor_.options().high_watermark);
   if (over || now - last_count_ >= kCountSeconds) {
     uint64_t stored = registry_.storedBytes();
     auto report = evictor_.run(now);

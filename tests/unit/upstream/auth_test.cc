@@ -18,11 +18,13 @@ TEST_CASE("parseChallenge: reads the challenge forms registries send", "[upstrea
   };
   const Row rows[] = {
       // Docker Hub's exact form.
-      {R"(Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/alpine:pull")",
+      {R"(Bearer realm="https://auth.docker.io/token",service="registry.docker.io",)"
+       R"(scope="repository:library/alpine:pull")",
        "bearer", "https://auth.docker.io/token", "registry.docker.io",
        "repository:library/alpine:pull"},
       // A comma inside a quoted value does not end the parameter.
-      {R"(Bearer realm="https://ghcr.io/token",service="ghcr.io",scope="repository:org/app:pull,push")",
+      {R"(Bearer realm="https://ghcr.io/token",service="ghcr.io",)"
+       R"(scope="repository:org/app:pull,push")",
        "bearer", "https://ghcr.io/token", "ghcr.io", "repository:org/app:pull,push"},
       // Scheme and parameter names ignore case; spaces around '=' and ','; token values.
       {R"(BEARER  Realm = "https://r/t" ,  SERVICE=svc.example)", "bearer", "https://r/t",
