@@ -328,6 +328,7 @@ void Client::Impl::startAttempt(Transfer* t, bool counts) {
   t->next = Next::kDeliver;
   t->body.clear();
   t->errbuf[0] = '\0';
+  t->paused = false;
 
   CURL* easy = curl_easy_init();
   if (easy == nullptr) {
@@ -465,6 +466,11 @@ size_t Client::Impl::onBody(char* data, size_t size, size_t count, void* arg) {
   size_t length = size * count;
   if (t->done) {
     return 0;  // cancelled: make libcurl stop; the handle is removed when the stack unwinds
+  }
+  if (t->paused) {
+    // libcurl goes on with what it already read after a pause asked from inside on_data: it
+    // keeps this and hands it over again after resume().
+    return CURL_WRITEFUNC_PAUSE;
   }
   t->last_progress = std::chrono::steady_clock::now();
   return t->impl->onBodyBytes(t, std::string_view(data, length));
@@ -639,6 +645,30 @@ void Client::Impl::cancel(TransferId id) {
   }
 }
 
+void Client::Impl::pause(TransferId id) {
+  Transfer* t = find(id);
+  if (t == nullptr || t->done || t->paused || t->easy == nullptr) {
+    return;
+  }
+  t->paused = true;
+  curl_easy_pause(t->easy, CURLPAUSE_RECV);
+}
+
+void Client::Impl::resume(TransferId id) {
+  Transfer* t = find(id);
+  if (t == nullptr || t->done || !t->paused) {
+    return;
+  }
+  t->paused = false;
+  t->last_progress = std::chrono::steady_clock::now();
+  if (t->easy != nullptr) {
+    // Bytes libcurl held while paused are delivered from inside this call; the transfer may
+    // also end here.
+    curl_easy_pause(t->easy, CURLPAUSE_CONT);
+    checkDone();
+  }
+}
+
 void Client::Impl::scheduleRetry(Transfer* t, std::chrono::milliseconds delay,
                                  const std::string& reason) {
   spdlog::warn("upstream.retry upstream={} path={} attempt={} reason=\"{}\" delay_ms={}",
@@ -672,6 +702,10 @@ std::chrono::milliseconds Client::Impl::backoff(const Transfer* t) {
 // last_progress + stall_timeout and either re-arms for the remainder or ends the attempt.
 void Client::Impl::checkStall(Transfer* t) {
   auto stall = t->upstream->stall_timeout;
+  if (t->paused) {
+    armTimer(t, stall);  // the caller is behind, not the upstream
+    return;
+  }
   auto idle = std::chrono::duration_cast<std::chrono::milliseconds>(
       std::chrono::steady_clock::now() - t->last_progress);
   if (idle < stall) {
@@ -712,6 +746,16 @@ Client::TransferId Client::start(const UpstreamOptions& upstream, Request reques
 void Client::cancel(TransferId id) {
   Impl::Scope scope(impl_.get());
   impl_->cancel(id);
+}
+
+void Client::pause(TransferId id) {
+  Impl::Scope scope(impl_.get());
+  impl_->pause(id);
+}
+
+void Client::resume(TransferId id) {
+  Impl::Scope scope(impl_.get());
+  impl_->resume(id);
 }
 
 size_t Client::active() const { return impl_->user_active_; }

@@ -131,6 +131,13 @@ class Client {
   TransferId start(const UpstreamOptions& upstream, Request request, Callbacks callbacks);
   // Stops a transfer; none of its callbacks runs afterwards. Unknown ids are ignored.
   void cancel(TransferId id);
+  // Flow control for a streaming transfer's body. pause() may be called from inside its
+  // on_data (the bytes just given count as taken): no more on_data until resume(), and the
+  // stall timeout does not run meanwhile. resume() must not be called from inside one of the
+  // Client's callbacks (it may deliver held bytes at once); post it to the loop. Unknown or
+  // finished ids are ignored.
+  void pause(TransferId id);
+  void resume(TransferId id);
   // Transfers in flight (for metrics and tests).
   size_t active() const;
 

@@ -51,6 +51,8 @@ struct Client::Impl {
 
   TransferId start(const UpstreamOptions& upstream, Request request, Callbacks callbacks);
   void cancel(TransferId id);
+  void pause(TransferId id);
+  void resume(TransferId id);
   void orphan();
 
   // libcurl and libevent callbacks.
@@ -138,6 +140,7 @@ struct Client::Impl::Transfer {
   bool head_delivered = false;
   bool data_delivered = false;
   bool aborted = false;  // on_data returned false
+  bool paused = false;   // the caller asked for no more body until it resumes
 
   // During an attempt of a streaming request: the stall watchdog. Between attempts: the
   // backoff, or a start failure reported from the loop.

@@ -310,6 +310,41 @@ TEST_CASE("Client: a streamed body that stalls fails after stall_timeout", "[ups
   CHECK(fake.requests().size() == 1);
 }
 
+TEST_CASE("Client: a paused body waits for resume, without a stall timeout", "[upstream]") {
+  const std::string blob(4 << 20, 'p');
+  FakeUpstream fake([&blob](const Seen&, const std::string&) { return respond(200, blob); });
+  TestLoop loop;
+  Client client(loop.base(), nullptr);
+  UpstreamOptions options = fastOptions(fake.url());
+  options.stall_timeout = 300ms;
+
+  Request request = get("/v2/a/blobs/sha256:4");
+  request.streaming = true;
+  Outcome outcome;
+  Callbacks callbacks = outcome.callbacks();
+  Client::TransferId id = 0;
+  int deliveries = 0;
+  callbacks.on_data = [&](std::string_view data) {
+    outcome.body.append(data);
+    if (++deliveries == 1) client.pause(id);
+    return true;
+  };
+  id = client.start(options, request, std::move(callbacks));
+  REQUIRE(loop.runUntil([&] { return deliveries > 0; }));
+  loop.runFor(1000ms);  // past three stall timeouts
+  CHECK(deliveries == 1);
+  CHECK_FALSE(outcome.finished());
+  size_t before = outcome.body.size();
+  CHECK(before < blob.size());
+
+  client.resume(id);
+  REQUIRE(loop.runUntil([&] { return outcome.finished(); }));
+  REQUIRE(outcome.status->isOk());
+  CHECK(outcome.body == blob);
+  CHECK(deliveries > 1);
+  CHECK(fake.requests().size() == 1);
+}
+
 TEST_CASE("Client: on_data returning false aborts the transfer", "[upstream]") {
   FakeUpstream fake([](const Seen&, const std::string&) { return respond(200, "abc"); });
   TestLoop loop;
