@@ -349,6 +349,7 @@ void PullThrough::noteFillEnd(const upstream::Fill& fill) {
 }
 
 void PullThrough::shutdown() {
+  fills_.shutdown();  // its writers finish, and its fills let go of the Clients
   std::lock_guard lock(mu_);
   clients_.clear();
 }

@@ -23,6 +23,14 @@ constexpr uint64_t kWakeBytes = 64 * 1024;
 constexpr auto kWakeInterval = std::chrono::milliseconds(5);
 // Readers hand the socket at least this much at a time (one sendfile segment).
 constexpr size_t kMinSegment = 1 << 20;
+// The write queue: buffers of this size; the transfer pauses when this much is queued and
+// resumes when the writer is down to the low-water mark.
+constexpr size_t kChunkBytes = 256 * 1024;
+constexpr uint64_t kHighWater = 4 << 20;
+constexpr uint64_t kLowWater = 1 << 20;
+// Free queue buffers kept for the next fill, and the writer threads.
+constexpr size_t kSpareBuffers = 8;
+constexpr size_t kWriterThreads = 2;
 
 bool isTerminal(Fill::State state) {
   return state == Fill::State::kDone || state == Fill::State::kFailed;
@@ -178,6 +186,8 @@ void Fill::request(uint64_t from) {
   r.streaming = true;
   if (from > 0) r.headers.emplace_back("Range", "bytes=" + std::to_string(from) + "-");
   resume_from_ = from;
+  received_ = from;
+  paused_ = false;
   head_ok_ = false;
 
   std::weak_ptr<Fill> weak = weak_from_this();
@@ -221,42 +231,154 @@ void Fill::onHead(const ResponseHead& head) {
   wakeWaiters(true);
 }
 
+// On the loop: copy into the queue (a memcpy; libcurl's buffer is reused once we return) and
+// let a writer job take it from there.
 bool Fill::onData(std::string_view data) {
   // An error body is discarded; a whole body sent instead of a range is not worth reading.
   if (!head_ok_) return !resuming_;
-  uint64_t at = written_.load();
-  const char* p = data.data();
-  size_t left = data.size();
-  while (left > 0) {
-    ssize_t n = ::pwrite(fd_, p, left, static_cast<off_t>(at));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      fail(ioError("writing fill of " + digest_ + ": " + std::strerror(errno)));
-      return false;
-    }
-    p += n;
-    at += static_cast<uint64_t>(n);
-    left -= static_cast<size_t>(n);
-  }
-  hasher_->update(data);
-  written_.store(at);
-
+  received_ += data.size();
   std::optional<uint64_t> size;
   {
     std::lock_guard lock(mu_);
     size = size_;
   }
-  if (size && at > *size) {
+  if (size && received_ > *size) {
     fail(corrupt("upstream sent more than its Content-Length for " + digest_));
     return false;
   }
-  wakeWaiters(false);
+  bool start_writer = false;
+  bool over = false;
+  {
+    std::lock_guard lock(io_mu_);
+    if (io_stop_) return false;
+    while (!data.empty()) {
+      if (queue_.empty() || queue_.back().size == kChunkBytes) {
+        queue_.push_back(Chunk{table_.takeBuffer(), 0});
+      }
+      Chunk& back = queue_.back();
+      size_t n = std::min(data.size(), kChunkBytes - back.size);
+      std::memcpy(back.data.get() + back.size, data.data(), n);
+      back.size += n;
+      queued_bytes_ += n;
+      data.remove_prefix(n);
+    }
+    if (!draining_) {
+      draining_ = true;
+      start_writer = true;
+    }
+    if (queued_bytes_ >= kHighWater) {
+      resume_on_drain_ = true;
+      over = true;
+    }
+  }
+  if (start_writer) table_.writers_->submit([self = shared_from_this()] { self->drain(); });
+  if (over && !paused_) {
+    paused_ = true;
+    client_->pause(transfer_);
+  }
   return true;
 }
 
+// A writer job: takes chunks off the queue's front until it is empty. One runs per fill at a
+// time, so the file is written, and the hash fed, in order.
+void Fill::drain() {
+  std::weak_ptr<Fill> weak = weak_from_this();
+  while (true) {
+    Chunk chunk;
+    {
+      std::lock_guard lock(io_mu_);
+      if (io_stop_) {
+        for (Chunk& c : queue_) table_.giveBuffer(std::move(c.data));
+        queue_.clear();
+        queued_bytes_ = 0;
+      }
+      if (queue_.empty()) {
+        draining_ = false;
+        if (on_drained_) loop_->post(std::exchange(on_drained_, nullptr));
+        return;
+      }
+      chunk = std::move(queue_.front());
+      queue_.pop_front();
+    }
+    Status status = writeChunk(std::string_view(chunk.data.get(), chunk.size));
+    bool resume = false;
+    {
+      std::lock_guard lock(io_mu_);
+      queued_bytes_ -= std::min<uint64_t>(queued_bytes_, chunk.size);
+      if (!status) {
+        io_stop_ = true;
+        io_error_ = status;
+      }
+      if (resume_on_drain_ && queued_bytes_ <= kLowWater) {
+        resume_on_drain_ = false;
+        resume = true;
+      }
+    }
+    table_.giveBuffer(std::move(chunk.data));
+    if (!status) {
+      loop_->post([weak, status] {
+        if (auto self = weak.lock()) self->fail(status);
+      });
+    } else if (resume) {
+      loop_->post([weak] {
+        if (auto self = weak.lock()) self->resumeTransfer();
+      });
+    }
+    wakeWaiters(false);
+  }
+}
+
+// On a writer thread.
+Status Fill::writeChunk(std::string_view bytes) {
+  uint64_t at = written_.load();
+  const char* p = bytes.data();
+  size_t left = bytes.size();
+  while (left > 0) {
+    ssize_t n = ::pwrite(fd_, p, left, static_cast<off_t>(at));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return ioError("writing fill of " + digest_ + ": " + std::strerror(errno));
+    p += n;
+    at += static_cast<uint64_t>(n);
+    left -= static_cast<size_t>(n);
+  }
+  hasher_->update(bytes);
+  written_.store(at);
+  return Status::ok();
+}
+
+void Fill::resumeTransfer() {
+  if (!paused_ || transfer_ == 0) return;
+  paused_ = false;
+  client_->resume(transfer_);
+}
+
+// The transfer ended; what it means is decided once the writer has every byte it delivered.
 void Fill::onDone(Status status) {
   transfer_ = 0;
+  paused_ = false;
+  {
+    std::lock_guard lock(io_mu_);
+    if (draining_) {
+      on_drained_ = [weak = weak_from_this(), status = std::move(status)]() mutable {
+        if (auto self = weak.lock()) self->afterBody(std::move(status));
+      };
+      return;
+    }
+  }
+  afterBody(std::move(status));
+}
+
+void Fill::afterBody(Status status) {
   if (progress().state == State::kFailed) return;
+  std::optional<Status> io_error;
+  {
+    std::lock_guard lock(io_mu_);
+    io_error = io_error_;
+  }
+  if (io_error) {
+    fail(std::move(*io_error));
+    return;
+  }
   std::optional<uint64_t> size = progress().size;
   uint64_t written = written_.load();
   int upstream_status = upstreamStatus();
@@ -345,6 +467,11 @@ void Fill::verify() {
 }
 
 void Fill::fail(Status status) {
+  if (isTerminal(progress().state)) return;  // a writer's error may arrive after the end
+  {
+    std::lock_guard lock(io_mu_);
+    io_stop_ = true;  // the writer drops what is queued
+  }
   spdlog::warn("fill.failed digest={} upstream={} error=\"{}\"", digest_, upstream_.name,
                status.message());
   if (client_ != nullptr && transfer_ != 0) {
@@ -369,20 +496,21 @@ void Fill::finish(State state) {
   table_.remove(this);
 }
 
+// On the fill's loop or its writer.
 void Fill::wakeWaiters(bool force) {
   uint64_t written = written_.load();
   auto now = std::chrono::steady_clock::now();
-  if (!force && written - notified_at_ < kWakeBytes && now - notified_time_ < kWakeInterval) {
-    return;
-  }
   std::vector<Waiter> waiters;
   {
     std::lock_guard lock(mu_);
+    if (!force && written - notified_at_ < kWakeBytes && now - notified_time_ < kWakeInterval) {
+      return;
+    }
     if (waiters_.empty()) return;
     waiters.swap(waiters_);
+    notified_at_ = written;
+    notified_time_ = now;
   }
-  notified_at_ = written;
-  notified_time_ = now;
   for (auto& w : waiters) {
     w.loop->post([alive = std::move(w.alive), wake = std::move(w.wake)] {
       if (alive.lock()) wake();
@@ -400,7 +528,33 @@ FillTable::FillTable(const cache::Index& index, const cache::BlobStore& store,
       store_(store),
       pool_(pool),
       client_for_(std::move(client_for)),
-      max_per_upstream_(max_per_upstream) {}
+      max_per_upstream_(max_per_upstream),
+      writers_(std::make_unique<proxy::BlockingPool>(kWriterThreads)) {}
+
+FillTable::~FillTable() { shutdown(); }
+
+void FillTable::shutdown() {
+  writers_.reset();
+  std::lock_guard lock(mu_);
+  for (auto& [digest, fill] : fills_) fill->client_ = nullptr;  // its Client goes next
+}
+
+std::unique_ptr<char[]> FillTable::takeBuffer() {
+  {
+    std::lock_guard lock(buffers_mu_);
+    if (!buffers_.empty()) {
+      std::unique_ptr<char[]> buffer = std::move(buffers_.back());
+      buffers_.pop_back();
+      return buffer;
+    }
+  }
+  return std::make_unique_for_overwrite<char[]>(kChunkBytes);
+}
+
+void FillTable::giveBuffer(std::unique_ptr<char[]> buffer) {
+  std::lock_guard lock(buffers_mu_);
+  if (buffers_.size() < kSpareBuffers) buffers_.push_back(std::move(buffer));
+}
 
 std::shared_ptr<Fill> FillTable::getOrStart(proxy::Loop& loop, const UpstreamOptions& upstream,
                                             const std::string& digest,

@@ -3,10 +3,14 @@
 // renamed into the blob store and indexed.
 //
 // A fill runs on the loop of the request that started it (its upstream Client lives there);
-// readers may be on any loop. Readers never see a byte the fill has not verified the blob
-// would end with: the last byte is held back until the digest checks out (not until it is
-// durable), so a client of a failed fill always gets a short body (a failed transfer), never a
-// complete wrong one.
+// readers may be on any loop. The loop only copies the bytes libcurl hands it into a queue; a
+// thread of the FillTable's writer pool writes them to the temp file and hashes them, so that
+// hashing (the dearest part of a fill) runs beside the loop's receiving and sending instead of
+// between them. The queue is bounded: past a high-water mark the transfer is paused, and the
+// writer resumes it once the queue has drained, so a fill's memory does not grow with the blob.
+// Readers never see a byte the fill has not verified the blob would end with: the last byte is held
+// back until the digest checks out (not until it is durable), so a client of a failed fill always
+// gets a short body (a failed transfer), never a complete wrong one.
 #pragma once
 
 #include <atomic>
@@ -18,6 +22,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -97,6 +102,10 @@ class Fill : public std::enable_shared_from_this<Fill> {
   void onHead(const ResponseHead& head);
   bool onData(std::string_view data);
   void onDone(Status status);
+  void afterBody(Status status);
+  void drain();
+  Status writeChunk(std::string_view bytes);
+  void resumeTransfer();
   void verify();
   void fail(Status status);
   void finish(State state);
@@ -118,16 +127,33 @@ class Fill : public std::enable_shared_from_this<Fill> {
   uint64_t resume_from_ = 0;
   bool head_ok_ = false;     // the current attempt's head was accepted
   bool holds_slot_ = false;  // counted in its upstream's running fills; guarded by table_.mu_
-  uint64_t notified_at_ = 0;
-  std::chrono::steady_clock::time_point notified_time_{};
+  uint64_t received_ = 0;    // bytes taken from upstream into the queue or the file
+  bool paused_ = false;      // the transfer is paused until the queue drains
+
+  // The write queue between the loop (which appends) and one writer job at a time (which
+  // takes from the front, writes, hashes, and advances written_).
+  struct Chunk {
+    std::unique_ptr<char[]> data;
+    size_t size = 0;
+  };
+  std::mutex io_mu_;
+  std::deque<Chunk> queue_;           // guarded by io_mu_
+  uint64_t queued_bytes_ = 0;         // guarded by io_mu_
+  bool draining_ = false;             // guarded by io_mu_: a writer job owns the queue's front
+  bool resume_on_drain_ = false;      // guarded by io_mu_: the writer resumes the transfer
+  bool io_stop_ = false;              // guarded by io_mu_: failed; the writer drops the rest
+  std::optional<Status> io_error_;    // guarded by io_mu_: the writer could not write
+  std::function<void()> on_drained_;  // guarded by io_mu_: posted to the loop once empty
 
   mutable std::mutex mu_;
   State state_ = State::kStarting;    // guarded by mu_
   std::optional<uint64_t> size_;      // guarded by mu_
-  std::atomic<uint64_t> written_{0};  // bytes in the file; written on the fill's loop
+  std::atomic<uint64_t> written_{0};  // bytes in the file; advanced by the writer job
   Status error_;                      // guarded by mu_
   int upstream_status_ = 0;           // guarded by mu_
   std::vector<Waiter> waiters_;       // guarded by mu_
+  uint64_t notified_at_ = 0;          // guarded by mu_
+  std::chrono::steady_clock::time_point notified_time_{};  // guarded by mu_
   std::atomic<size_t> readers_{0};
   std::atomic<size_t> attached_{0};
 };
@@ -144,6 +170,11 @@ class FillTable {
   // `clientFor` gives the upstream Client of the calling loop.
   FillTable(const cache::Index& index, const cache::BlobStore& store, proxy::BlockingPool& pool,
             std::function<Client&(proxy::Loop&)> client_for, size_t max_per_upstream = 0);
+  ~FillTable();
+
+  // Finishes the writers' work and forgets the upstream Clients. Call after the loops have
+  // stopped, before they and the Clients are destroyed.
+  void shutdown();
 
   // The fill for `digest`, joined if one is in flight, else started on `loop` (the caller's),
   // or queued behind its upstream's running fills.
@@ -186,6 +217,9 @@ class FillTable {
   };
   void remove(const Fill* fill);
   void startOn(proxy::Loop& loop, const std::shared_ptr<Fill>& fill);
+  // Queue buffers of kChunkBytes, reused across fills (a few are kept).
+  std::unique_ptr<char[]> takeBuffer();
+  void giveBuffer(std::unique_ptr<char[]> buffer);
 
   const cache::Index& index_;
   const cache::BlobStore& store_;
@@ -198,6 +232,10 @@ class FillTable {
   std::unordered_map<std::string, Slots> slots_;                  // guarded by mu_
   std::atomic<uint64_t> started_{0};
   std::atomic<uint64_t> stored_bytes_{0};
+  std::mutex buffers_mu_;
+  std::vector<std::unique_ptr<char[]>> buffers_;  // guarded by buffers_mu_
+  // Last: joined before anything its jobs touch goes away.
+  std::unique_ptr<proxy::BlockingPool> writers_;
 };
 
 }  // namespace regcache::upstream
