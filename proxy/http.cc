@@ -16,6 +16,9 @@
 #include <cctype>
 #include <cerrno>
 #include <cstring>
+#include <memory>
+#include <utility>
+#include <vector>
 
 #include "proxy/http_connection.h"
 #include "proxy/rate_limit.h"
@@ -288,6 +291,11 @@ void setPort(sockaddr_storage& addr, uint16_t port) {
 
 // One loop thread: its accepting socket, its connections.
 struct Worker {
+  // Connections open on this loop or on their way to it. Any thread reads it; the acceptor
+  // that picks this loop adds one, the connection takes it off when it closes. Declared
+  // before the loop: a hand-off still queued there when the loop goes releases its count.
+  std::atomic<size_t> connections{0};
+  const std::vector<std::unique_ptr<Worker>>* all = nullptr;  // every worker, this one too
   Loop loop;
   LoopContext context;
   evconnlistener* listener = nullptr;  // loop thread only once running
@@ -298,19 +306,70 @@ struct Worker {
                        void* arg);
   static void onAcceptError(evconnlistener* listener, void* arg);
   static void onAcceptRetry(evutil_socket_t fd, short what, void* arg);
+  // The worker a new connection should go to: this one unless another has fewer open.
+  Worker* leastBusy();
 
   // Loop thread: stops accepting and closes every connection.
   void shutdown();
 };
 
-void Worker::onAccept(evconnlistener* /*listener*/, evutil_socket_t fd, sockaddr* peer, int /*len*/,
+void Worker::onAccept(evconnlistener* /*listener*/, evutil_socket_t fd, sockaddr* peer, int len,
                       void* arg) {
   auto* worker = static_cast<Worker*>(arg);
   if (worker->context.open_connections->load() >= worker->context.options->max_connections) {
     ::close(fd);  // over the limit: refuse at once rather than queue
     return;
   }
-  Connection::open(worker->context, fd, peer);
+  Worker* target = worker->leastBusy();
+  ++target->connections;
+  if (target == worker) {
+    Connection::open(worker->context, fd, peer);
+    return;
+  }
+  // The socket moves to the other loop. Should that loop stop before it runs this, the
+  // holder's destructor closes the socket.
+  struct Handoff {
+    int fd = -1;
+    sockaddr_storage peer{};
+    Worker* target = nullptr;
+    Handoff() = default;
+    Handoff(const Handoff&) = delete;
+    Handoff& operator=(const Handoff&) = delete;
+    ~Handoff() {
+      if (fd >= 0) {
+        ::close(fd);
+        --target->connections;
+      }
+    }
+  };
+  auto handoff = std::make_shared<Handoff>();
+  handoff->fd = fd;
+  handoff->target = target;
+  std::memcpy(&handoff->peer, peer, std::min(static_cast<size_t>(len), sizeof handoff->peer));
+  target->loop.post([handoff] {
+    int handed = std::exchange(handoff->fd, -1);
+    Connection::open(handoff->target->context, handed,
+                     reinterpret_cast<const sockaddr*>(&handoff->peer));
+  });
+}
+
+// SO_REUSEPORT spreads connections over the loops by a hash of their addresses, which for a
+// few dozen long-lived keep-alive connections is often lopsided (10 and 6 of 16 as often as
+// not), and the fuller loop's clients then wait on it while the other idles. So the loop that
+// accepts keeps a connection only while no other loop has fewer; else it hands the socket
+// over. Balancing by count suits a mirror's clients, whose connections carry alike loads; it
+// costs one post per connection moved, nothing per request.
+Worker* Worker::leastBusy() {
+  Worker* best = this;
+  size_t fewest = connections.load(std::memory_order_relaxed);
+  for (const auto& other : *all) {
+    size_t n = other->connections.load(std::memory_order_relaxed);
+    if (n < fewest) {
+      best = other.get();
+      fewest = n;
+    }
+  }
+  return best;
 }
 
 void Worker::onAcceptError(evconnlistener* listener, void* arg) {
@@ -485,6 +544,8 @@ Status Server::start() {
     worker->context.loop = &worker->loop;
     worker->context.access_log = access_log;
     worker->context.open_connections = &impl_->open_connections;
+    worker->context.loop_connections = &worker->connections;
+    worker->all = &impl_->workers;
     worker->context.tls = impl_->tls.get();
     worker->context.rate_limiter = impl_->rate_limiter.get();
     impl_->workers.push_back(std::move(worker));

@@ -274,6 +274,7 @@ void Connection::open(LoopContext& context, int fd, const sockaddr* peer) {
   }
   if (bev == nullptr) {
     ::close(fd);
+    --*context.loop_connections;
     return;
   }
   new Connection(context, bev, peer, context.tls != nullptr);  // freed by teardown()
@@ -343,6 +344,7 @@ void Connection::teardown() {
     next_->prev_ = prev_;
   }
   --*context_.open_connections;
+  --*context_.loop_connections;
   bufferevent_free(bev_);
   if (scratch_ != nullptr) {
     evbuffer_free(scratch_);

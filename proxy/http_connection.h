@@ -52,6 +52,7 @@ struct LoopContext {
   Loop* loop = nullptr;
   spdlog::logger* access_log = nullptr;
   std::atomic<size_t>* open_connections = nullptr;  // across all loops
+  std::atomic<size_t>* loop_connections = nullptr;  // on this loop, counting those handed over
   Connection* connections = nullptr;                // intrusive list; loop thread only
   TlsSlot* tls = nullptr;                           // null: plain HTTP
   RateLimiter* rate_limiter = nullptr;              // null: no per-client limit
@@ -66,7 +67,9 @@ class ExchangeImpl;
 // buffer, bounded by the read high watermark, until the response has been written out.
 class Connection {
  public:
-  // Takes ownership of the accepted, non-blocking socket `fd`.
+  // Takes ownership of the accepted, non-blocking socket `fd`, for which the acceptor has
+  // already counted one in `*context.loop_connections` (released here if it cannot open, else
+  // when the connection closes). Loop thread of `context`.
   static void open(LoopContext& context, int fd, const sockaddr* peer);
 
   // Aborts the current exchange and frees the connection now. Loop thread, outside of any of

@@ -328,6 +328,7 @@ struct Harness {
   ServerOptions options;
   FuzzService service;
   std::atomic<size_t> open_connections{0};
+  std::atomic<size_t> loop_connections{0};
   LoopContext context;
 
   Harness() {
@@ -336,6 +337,7 @@ struct Harness {
     context.service = &service;
     context.loop = &loop;
     context.open_connections = &open_connections;
+    context.loop_connections = &loop_connections;
   }
 };
 
@@ -364,6 +366,7 @@ void runConnection(Harness& harness, std::string_view input, size_t step) {
   FUZZ_CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds) == 0);
   sockaddr_un peer{};
   peer.sun_family = AF_UNIX;
+  ++harness.loop_connections;  // as the acceptor counts it
   Connection::open(harness.context, fds[0], reinterpret_cast<const sockaddr*>(&peer));
   int client = fds[1];
 

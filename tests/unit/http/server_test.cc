@@ -9,6 +9,7 @@
 #include <fstream>
 #include <mutex>
 #include <random>
+#include <vector>
 
 #include "tests/unit/http/test_support.h"
 
@@ -620,4 +621,39 @@ TEST_CASE("Server: an absolute-form target has the same path and query", "[http]
   REQUIRE(seen.size() == 2);
   CHECK(seen[0] == std::make_pair(std::string("/v2/x/tags/list"), std::string("n=1")));
   CHECK(seen[1].first == "/");
+}
+
+TEST_CASE("Server: connections are spread evenly over the loops, whatever the kernel picks",
+          "[http]") {
+  // Each connection stays open and makes one request; the handler notes the loop thread.
+  std::mutex mu;
+  std::map<std::thread::id, int> per_thread;
+  ServerOptions options;
+  options.threads = 4;
+  TestServer t(
+      [&](std::shared_ptr<Exchange> exchange) {
+        {
+          std::lock_guard lock(mu);
+          ++per_thread[std::this_thread::get_id()];
+        }
+        exchange->respond(textResponse(200, "ok"));
+        return nullptr;
+      },
+      options);
+  REQUIRE(t.started);
+
+  constexpr int kConnections = 32;
+  std::vector<std::unique_ptr<TestClient>> clients;
+  for (int i = 0; i < kConnections; ++i) {
+    clients.push_back(std::make_unique<TestClient>(t.server.port()));
+    REQUIRE(clients.back()->send("GET / HTTP/1.1\r\n\r\n"));
+    auto response = clients.back()->readResponse();
+    REQUIRE(response);
+    CHECK(response->status == 200);
+  }
+  std::lock_guard lock(mu);
+  REQUIRE(per_thread.size() == 4);
+  for (const auto& [thread, requests] : per_thread) {
+    CHECK(requests == kConnections / 4);
+  }
 }
