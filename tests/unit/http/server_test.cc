@@ -240,11 +240,14 @@ TEST_CASE("Server: an early rejection sends no 100 and closes the connection", "
   CHECK(bodies == 0);
 }
 
-TEST_CASE("Server: a file body is sent with sendfile and the fd is closed after", "[http]") {
+TEST_CASE("Server: a file body is sent whole from its offset and the fd is closed after",
+          "[http]") {
+  // 3 MiB goes by sendfile; 4 KiB is read and written with the head.
+  size_t size = GENERATE(size_t{3 * 1024 * 1024 + 17}, size_t{4096 + 17});
   char path[] = "/tmp/regcache-http-test-XXXXXX";
   int fd = mkstemp(path);
   REQUIRE(fd >= 0);
-  std::string content(3 * 1024 * 1024 + 17, '\0');
+  std::string content(size, '\0');
   std::mt19937 random(42);
   for (char& ch : content) {
     ch = static_cast<char>(random());
