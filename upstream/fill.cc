@@ -4,6 +4,7 @@
 #include <event2/buffer.h>
 #include <fcntl.h>
 #include <spdlog/spdlog.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -25,11 +26,11 @@ constexpr auto kWakeInterval = std::chrono::milliseconds(5);
 constexpr size_t kMinSegment = 1 << 20;
 // The write queue: buffers of this size; the transfer pauses when this much is queued and
 // resumes when the writer is down to the low-water mark.
-constexpr size_t kChunkBytes = 256 * 1024;
+constexpr size_t kChunkBytes = 1024 * 1024;
 constexpr uint64_t kHighWater = 4 << 20;
 constexpr uint64_t kLowWater = 1 << 20;
-// Free queue buffers kept for the next fill, and the writer threads.
-constexpr size_t kSpareBuffers = 8;
+// Free queue buffers kept for reuse while fills run, and the writer threads.
+constexpr size_t kSpareBuffers = 16;
 constexpr size_t kWriterThreads = 2;
 
 bool isTerminal(Fill::State state) {
@@ -248,12 +249,18 @@ bool Fill::onData(std::string_view data) {
   }
   bool start_writer = false;
   bool over = false;
+  bool out_of_memory = false;
   {
     std::lock_guard lock(io_mu_);
     if (io_stop_) return false;
     while (!data.empty()) {
       if (queue_.empty() || queue_.back().size == kChunkBytes) {
-        queue_.push_back(Chunk{table_.takeBuffer(), 0});
+        QueueBuffer buffer = table_.takeBuffer();
+        if (buffer == nullptr) {
+          out_of_memory = true;
+          break;
+        }
+        queue_.push_back(Chunk{std::move(buffer), 0});
       }
       Chunk& back = queue_.back();
       size_t n = std::min(data.size(), kChunkBytes - back.size);
@@ -272,6 +279,10 @@ bool Fill::onData(std::string_view data) {
     }
   }
   if (start_writer) table_.writers_->submit([self = shared_from_this()] { self->drain(); });
+  if (out_of_memory) {
+    fail(Status(Code::kInternal, "no memory for the write queue of " + digest_));
+    return false;
+  }
   if (over && !paused_) {
     paused_ = true;
     client_->pause(transfer_);
@@ -539,19 +550,26 @@ void FillTable::shutdown() {
   for (auto& [digest, fill] : fills_) fill->client_ = nullptr;  // its Client goes next
 }
 
-std::unique_ptr<char[]> FillTable::takeBuffer() {
+void MappedBufferDelete::operator()(char* buffer) const { ::munmap(buffer, kChunkBytes); }
+
+QueueBuffer FillTable::takeBuffer() {
   {
     std::lock_guard lock(buffers_mu_);
     if (!buffers_.empty()) {
-      std::unique_ptr<char[]> buffer = std::move(buffers_.back());
+      QueueBuffer buffer = std::move(buffers_.back());
       buffers_.pop_back();
       return buffer;
     }
   }
-  return std::make_unique_for_overwrite<char[]>(kChunkBytes);
+  // Populated up front: one call instead of a fault per page as the loop fills it.
+  void* mapped = ::mmap(nullptr, kChunkBytes, PROT_READ | PROT_WRITE,
+                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+  return QueueBuffer(mapped == MAP_FAILED ? nullptr : static_cast<char*>(mapped));
 }
 
-void FillTable::giveBuffer(std::unique_ptr<char[]> buffer) {
+// Kept for reuse only while some fill runs: a fresh mapping costs its pages' zeroing.
+void FillTable::giveBuffer(QueueBuffer buffer) {
+  if (inFlight() == 0) return;
   std::lock_guard lock(buffers_mu_);
   if (buffers_.size() < kSpareBuffers) buffers_.push_back(std::move(buffer));
 }
@@ -623,10 +641,19 @@ std::vector<FillTable::FillInfo> FillTable::snapshot() const {
 void FillTable::remove(const Fill* fill) {
   std::shared_ptr<Fill> next;
   proxy::Loop* next_loop = nullptr;
+  bool idle = false;
   {
     std::lock_guard lock(mu_);
     auto it = fills_.find(fill->digest());
     if (it != fills_.end() && it->second.get() == fill) fills_.erase(it);
+    idle = fills_.empty();
+  }
+  if (idle) {
+    std::lock_guard lock(buffers_mu_);
+    buffers_.clear();  // the memory goes back to the system between fills
+  }
+  {
+    std::lock_guard lock(mu_);
     if (!fill->holds_slot_) return;
     const_cast<Fill*>(fill)->holds_slot_ = false;
     Slots& slots = slots_[fill->upstream_.name];

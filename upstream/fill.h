@@ -37,6 +37,14 @@ namespace regcache::upstream {
 
 class FillTable;
 
+// Frees a fill's queue buffer: they are mapped whole rather than taken from malloc, so that
+// memory a fill used goes back to the system when the fills are done instead of staying in
+// an allocator's arena.
+struct MappedBufferDelete {
+  void operator()(char* buffer) const;
+};
+using QueueBuffer = std::unique_ptr<char, MappedBufferDelete>;
+
 class Fill : public std::enable_shared_from_this<Fill> {
  public:
   enum class State {
@@ -133,7 +141,7 @@ class Fill : public std::enable_shared_from_this<Fill> {
   // The write queue between the loop (which appends) and one writer job at a time (which
   // takes from the front, writes, hashes, and advances written_).
   struct Chunk {
-    std::unique_ptr<char[]> data;
+    QueueBuffer data;
     size_t size = 0;
   };
   std::mutex io_mu_;
@@ -217,9 +225,9 @@ class FillTable {
   };
   void remove(const Fill* fill);
   void startOn(proxy::Loop& loop, const std::shared_ptr<Fill>& fill);
-  // Queue buffers of kChunkBytes, reused across fills (a few are kept).
-  std::unique_ptr<char[]> takeBuffer();
-  void giveBuffer(std::unique_ptr<char[]> buffer);
+  // Queue buffers of kChunkBytes, reused while fills run; the spares go once none does.
+  QueueBuffer takeBuffer();
+  void giveBuffer(QueueBuffer buffer);
 
   const cache::Index& index_;
   const cache::BlobStore& store_;
@@ -233,7 +241,7 @@ class FillTable {
   std::atomic<uint64_t> started_{0};
   std::atomic<uint64_t> stored_bytes_{0};
   std::mutex buffers_mu_;
-  std::vector<std::unique_ptr<char[]>> buffers_;  // guarded by buffers_mu_
+  std::vector<QueueBuffer> buffers_;  // guarded by buffers_mu_
   // Last: joined before anything its jobs touch goes away.
   std::unique_ptr<proxy::BlockingPool> writers_;
 };
