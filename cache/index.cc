@@ -421,7 +421,7 @@ Status walkTags(MDB_txn* txn, const Index::Dbs& dbs, const TagVisitor& visit) {
 
 ReadTxn::~ReadTxn() {
   if (txn_ != nullptr) {
-    mdb_txn_abort(txn_);
+    index_->recycle(txn_);
   }
 }
 
@@ -752,6 +752,9 @@ constexpr unsigned kDbCount = 7;
 // Every ReadTxn holds a slot (MDB_NOTLS ties slots to transactions, not threads), and other
 // processes (gc, fsck, du) share the table; LMDB's default of 126 is tight.
 constexpr unsigned kMaxReaders = 512;
+// Reset read transactions kept for reuse (each holds a reader slot): enough for the loops,
+// the blocking pool and a walk or two at once.
+constexpr size_t kSpareReadTxns = 16;
 
 Status openDbs(MDB_env* env, Index::Dbs* dbs) {
   MDB_txn* txn = nullptr;
@@ -825,6 +828,9 @@ Result<std::unique_ptr<Index>> Index::open(const std::filesystem::path& dir, Opt
 }
 
 Index::~Index() {
+  for (MDB_txn* txn : spare_) {
+    mdb_txn_abort(txn);
+  }
   if (env_ != nullptr) {
     mdb_env_close(env_);
   }
@@ -832,11 +838,36 @@ Index::~Index() {
 
 Result<ReadTxn> Index::read() const {
   MDB_txn* txn = nullptr;
+  {
+    std::lock_guard lock(spare_mu_);
+    if (!spare_.empty()) {
+      txn = spare_.back();
+      spare_.pop_back();
+    }
+  }
+  if (txn != nullptr) {
+    if (mdb_txn_renew(txn) == 0) {
+      return ReadTxn(this, txn);
+    }
+    mdb_txn_abort(txn);  // begin afresh below
+  }
   int rc = mdb_txn_begin(env_, nullptr, MDB_RDONLY, &txn);
   if (rc != 0) {
     return mdbError(rc, "begin read");
   }
   return ReadTxn(this, txn);
+}
+
+void Index::recycle(MDB_txn* txn) const {
+  mdb_txn_reset(txn);  // drops the snapshot now, so old pages are not held while it waits
+  {
+    std::lock_guard lock(spare_mu_);
+    if (spare_.size() < kSpareReadTxns) {
+      spare_.push_back(txn);
+      return;
+    }
+  }
+  mdb_txn_abort(txn);
 }
 
 Result<WriteTxn> Index::write() const {

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -221,6 +222,9 @@ class Index {
   }
   ~Index();
 
+  // A read snapshot. Transactions are reused: one that ends is reset and kept (with its
+  // reader slot) for the next read() on any thread, which renews it instead of allocating a
+  // transaction and taking LMDB's reader-table lock. Thread-safe.
   Result<ReadTxn> read() const;
   Result<WriteTxn> write() const;
 
@@ -231,9 +235,15 @@ class Index {
   const Dbs& dbs() const { return dbs_; }
 
  private:
+  friend class ReadTxn;
   Index() = default;
+  // Takes a finished read transaction back for reuse (or aborts it when enough are kept).
+  void recycle(MDB_txn* txn) const;
+
   MDB_env* env_ = nullptr;
   Dbs dbs_{};
+  mutable std::mutex spare_mu_;
+  mutable std::vector<MDB_txn*> spare_;  // reset read transactions; guarded by spare_mu_
 };
 
 }  // namespace regcache::cache

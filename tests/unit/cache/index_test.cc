@@ -205,6 +205,30 @@ TEST_CASE("Index: a read transaction keeps its snapshot across a later commit", 
   CHECK(beginRead(*index).tag("org/app", "v1").isOk());
 }
 
+TEST_CASE("Index: reused read transactions see every commit before them, on any thread",
+          "[cache][index]") {
+  TempDir dir;
+  auto index = openIndex(dir.path());
+  // More readers at once than are kept for reuse, ended and begun again across commits and
+  // threads: each new one must see the latest commit, never a recycled snapshot.
+  for (int round = 0; round < 3; ++round) {
+    WriteTxn w = beginWrite(*index);
+    REQUIRE(w.putTag("org/app", "v1", digestN(round), 1, 1).isOk());
+    REQUIRE(w.commit().isOk());
+    std::vector<ReadTxn> open;
+    for (int i = 0; i < 40; ++i) {
+      open.push_back(beginRead(*index));
+      CHECK(open.back().tag("org/app", "v1")->digest == digestN(round));
+    }
+    open.clear();
+    std::thread other([&] {
+      Result<ReadTxn> r = index->read();
+      CHECK((r.isOk() && r->tag("org/app", "v1")->digest == digestN(round)));
+    });
+    other.join();
+  }
+}
+
 TEST_CASE("Index: a write transaction sees its own writes before commit", "[cache][index]") {
   TempDir dir;
   auto index = openIndex(dir.path());
