@@ -41,8 +41,10 @@ GIB = 1 << 30
 TICK = os.sysconf("SC_CLK_TCK")
 
 FULL = dict(rounds=5, seconds=3.0, big_seconds=4.0, big=GIB, cold=256 * MIB, cold_rounds=3, clients=16,
+            link_rate=100 * 1000 * 1000,
             index_blobs=1000000, index_tags=100000, lookups=200000)
 QUICK = dict(rounds=3, seconds=0.7, big_seconds=1.5, big=256 * MIB, cold=64 * MIB, cold_rounds=1, clients=16,
+             link_rate=100 * 1000 * 1000,
              index_blobs=200000, index_tags=20000, lookups=50000)
 
 
@@ -454,6 +456,13 @@ def bench_big(table, tool, servers, paths, cfg):
                     table.add(f"RSS during a {label} transfer", "peak MiB", name, rss.peak)
 
 
+def start_link(tmp, upstream_port, rate):
+    """tests/bench/link.py: `upstream_port` passed through at `rate` bytes/s per connection."""
+    port = free_port()
+    return Proc("wan-link", [sys.executable, os.path.join(HERE, "link.py"), str(port),
+                             str(upstream_port), str(rate)], port, tmp)
+
+
 def upstream_blob_gets(log_path, digest):
     with open(log_path, errors="replace") as f:
         return sum(1 for line in f if f"GET /v2/bench/cold/blobs/{digest}" in line)
@@ -500,8 +509,40 @@ def bench_cold(table, binary, tmp, cfg):
                 for p in (f"rc-cold{rnd}a", f"rc-cold{rnd}b", f"dp-cold{rnd}a", f"dp-cold{rnd}b",
                           f"nx-cold{rnd}a", f"nx-cold{rnd}b"):
                     shutil.rmtree(os.path.join(tmp, p), ignore_errors=True)
+        bench_cold_link(table, binary, tmp, cfg, up, digest)
     finally:
         up.stop()
+
+
+def bench_cold_link(table, binary, tmp, cfg, up, digest):
+    """The cold single-client pull again with the upstream behind a WAN-like link, as a mirror
+    meets it: on loopback every process shares two cores, and the proxies' own CPU (a copy in,
+    a hash, a copy out) then bounds them; behind a link the network does."""
+    rate = cfg["link_rate"]
+    link = start_link(tmp, up.port, rate)
+    starters = {
+        "regcache": lambda i: start_regcache(binary, tmp, f"rc-link{i}", [("up", link.port)]),
+        "registry proxy": lambda i: start_registry(tmp, f"dp-link{i}", proxy_of=link.port),
+        "nginx cache": lambda i: start_nginx_cache(tmp, f"nx-link{i}", link.port),
+    }
+    w = f"cold {cfg['cold'] // MIB} MiB pull, 1 client, {rate // 1000000} MB/s upstream"
+    plain_path = f"/v2/bench/cold/blobs/{digest}"
+    try:
+        for rnd in range(cfg["cold_rounds"]):
+            log(f"cold pull behind a {rate // 1000000} MB/s link: round {rnd + 1}/{cfg['cold_rounds']}")
+            direct = curl_many(link.port, plain_path, 1)[0]
+            table.add(w, "MB/s", "registry", cfg["cold"] / direct[1] / 1e6)
+            for name, start in starters.items():
+                s = start(rnd)
+                path = f"/v2/up/bench/cold/blobs/{digest}" if name == "regcache" else plain_path
+                one = curl_many(s.port, path, 1)[0]
+                s.stop()
+                table.add(w, "MB/s", name, cfg["cold"] / one[1] / 1e6)
+                table.add(w, "first byte ms", name, one[0] * 1000)
+                for p in (f"rc-link{rnd}", f"dp-link{rnd}", f"nx-link{rnd}"):
+                    shutil.rmtree(os.path.join(tmp, p), ignore_errors=True)
+    finally:
+        link.stop()
 
 
 def du_mib(path):
