@@ -647,25 +647,23 @@ void FillTable::remove(const Fill* fill) {
     auto it = fills_.find(fill->digest());
     if (it != fills_.end() && it->second.get() == fill) fills_.erase(it);
     idle = fills_.empty();
+    if (fill->holds_slot_) {
+      const_cast<Fill*>(fill)->holds_slot_ = false;
+      Slots& slots = slots_[fill->upstream_.name];
+      --slots.running;
+      if (!slots.waiting.empty()) {
+        std::tie(next, next_loop) = std::move(slots.waiting.front());
+        slots.waiting.pop_front();
+        ++slots.running;
+        next->holds_slot_ = true;
+      } else if (slots.running == 0) {
+        slots_.erase(fill->upstream_.name);
+      }
+    }
   }
   if (idle) {
     std::lock_guard lock(buffers_mu_);
     buffers_.clear();  // the memory goes back to the system between fills
-  }
-  {
-    std::lock_guard lock(mu_);
-    if (!fill->holds_slot_) return;
-    const_cast<Fill*>(fill)->holds_slot_ = false;
-    Slots& slots = slots_[fill->upstream_.name];
-    --slots.running;
-    if (!slots.waiting.empty()) {
-      std::tie(next, next_loop) = std::move(slots.waiting.front());
-      slots.waiting.pop_front();
-      ++slots.running;
-      next->holds_slot_ = true;
-    } else if (slots.running == 0) {
-      slots_.erase(fill->upstream_.name);
-    }
   }
   if (next != nullptr) {
     next_loop->post([this, next, next_loop] { startOn(*next_loop, next); });
