@@ -480,6 +480,16 @@ def upstream_blob_gets(log_path, digest):
         return sum(1 for line in f if f"GET /v2/bench/cold/blobs/{digest}" in line)
 
 
+def cold_starters(binary, tmp, tag, upstream_port):
+    """Starters of each proxy on an empty cache in front of `upstream_port`, by column; each
+    takes a round label that names its data dir (rc-<tag><label>, dp-..., nx-...)."""
+    return {
+        "regcache": lambda i: start_regcache(binary, tmp, f"rc-{tag}{i}", [("up", upstream_port)]),
+        "registry proxy": lambda i: start_registry(tmp, f"dp-{tag}{i}", proxy_of=upstream_port),
+        "nginx cache": lambda i: start_nginx_cache(tmp, f"nx-{tag}{i}", upstream_port),
+    }
+
+
 def bench_cold(table, binary, tmp, cfg):
     """Cold pull-through: each measurement starts its proxy on an empty cache."""
     size = cfg["cold"]
@@ -487,11 +497,7 @@ def bench_cold(table, binary, tmp, cfg):
     up = start_registry(tmp, "cold-upstream", access_log=True)
     try:
         digest = push_blob_chunked(up.port, "bench/cold", size, os.urandom(CHUNK))
-        starters = {
-            "regcache": lambda i: start_regcache(binary, tmp, f"rc-cold{i}", [("up", up.port)]),
-            "registry proxy": lambda i: start_registry(tmp, f"dp-cold{i}", proxy_of=up.port),
-            "nginx cache": lambda i: start_nginx_cache(tmp, f"nx-cold{i}", up.port),
-        }
+        starters = cold_starters(binary, tmp, "cold", up.port)
         rc_path = f"/v2/up/bench/cold/blobs/{digest}"
         plain_path = f"/v2/bench/cold/blobs/{digest}"
         n = cfg["clients"]
@@ -532,16 +538,13 @@ def bench_cold_link(table, binary, tmp, cfg, up, digest):
     a hash, a copy out) then bounds them; behind a link the network does."""
     rate = cfg["link_rate"]
     link = start_link(tmp, up.port, rate)
-    starters = {
-        "regcache": lambda i: start_regcache(binary, tmp, f"rc-link{i}", [("up", link.port)]),
-        "registry proxy": lambda i: start_registry(tmp, f"dp-link{i}", proxy_of=link.port),
-        "nginx cache": lambda i: start_nginx_cache(tmp, f"nx-link{i}", link.port),
-    }
+    starters = cold_starters(binary, tmp, "link", link.port)
     w = f"cold {cfg['cold'] // MIB} MiB pull, 1 client, {rate // 1000000} MB/s upstream"
     plain_path = f"/v2/bench/cold/blobs/{digest}"
     try:
         for rnd in range(cfg["cold_rounds"]):
-            log(f"cold pull behind a {rate // 1000000} MB/s link: round {rnd + 1}/{cfg['cold_rounds']}")
+            log(f"cold pull behind a {rate // 1000000} MB/s link: "
+                f"round {rnd + 1}/{cfg['cold_rounds']}")
             direct = curl_many(link.port, plain_path, 1)[0]
             table.add(w, "MB/s", "registry", cfg["cold"] / direct[1] / 1e6)
             for name, start in starters.items():
