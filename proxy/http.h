@@ -95,6 +95,13 @@ struct Response {
   std::optional<uint64_t> head_length;
 };
 
+// What a service noted about a request while handling it, handed back in its Completion so that
+// Service::onFinished need not work it out again from the request.
+struct RequestNote {
+  int kind = -1;       // the service's own classification of the request; -1: none noted
+  std::string detail;  // anything else the service wants back
+};
+
 class Exchange;
 
 // The server's handle on one request. Shared so that asynchronous work can keep a weak
@@ -114,6 +121,8 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
   virtual Loop& loop() = 0;
   // Extra `key=value` fields for this request's access log line (the cache outcome, say).
   virtual void addLogField(std::string field) = 0;
+  // The service's note on this request, given back to onFinished.
+  virtual RequestNote& note() = 0;
 };
 
 // Receives one request's body and finishes it. Created by Service::onRequest.
@@ -140,6 +149,7 @@ struct Completion {
   double seconds = 0;           // from the first byte of the request to the last of the response
   bool aborted = false;         // the client went away (or the transfer failed) before the end
   std::string_view log_fields;  // what the handler added with addLogField
+  const RequestNote* note = nullptr;  // the exchange's note; nullptr without an exchange
 };
 
 // The application. Must be thread-safe: every loop calls it.

@@ -1196,10 +1196,12 @@ void Connection::logAccess(const ExchangeImpl* exchange, bool aborted) {
     bytes -= std::min<uint64_t>(bytes, unsent);
   }
   const Request* finished = exchange != nullptr ? &exchange->request_ : nullptr;
-  context_.service->onFinished(
-      finished, Completion{status_, bytes, ms / 1000.0, aborted,
-                           exchange != nullptr ? std::string_view(exchange->log_fields_)
-                                               : std::string_view()});
+  Completion completion{status_, bytes, ms / 1000.0, aborted};
+  if (exchange != nullptr) {
+    completion.log_fields = exchange->log_fields_;
+    completion.note = &exchange->note_;
+  }
+  context_.service->onFinished(finished, completion);
 
   spdlog::logger* log = context_.access_log;
   if (log == nullptr || !log->should_log(spdlog::level::info)) {

@@ -205,6 +205,7 @@ class ExchangeImpl final : public Exchange {
   bool alive() const override { return connection_ != nullptr; }
   Loop& loop() override { return loop_; }
   void addLogField(std::string field) override;
+  RequestNote& note() override { return note_; }
 
  private:
   friend class Connection;
@@ -214,6 +215,7 @@ class ExchangeImpl final : public Exchange {
   Request request_;
   std::unique_ptr<Handler> handler_;
   std::string log_fields_;  // each field preceded by a space
+  RequestNote note_;
   bool responded_ = false;
 };
 

@@ -93,14 +93,52 @@ std::optional<CacheOutcome> cacheOutcome(std::string_view fields) {
   return std::nullopt;
 }
 
+RouteKind routeKindOf(Endpoint endpoint) {
+  switch (endpoint) {
+    case Endpoint::kBase:
+      return RouteKind::kBase;
+    case Endpoint::kCatalog:
+      return RouteKind::kCatalog;
+    case Endpoint::kTags:
+      return RouteKind::kTags;
+    case Endpoint::kManifest:
+      return RouteKind::kManifest;
+    case Endpoint::kBlob:
+      return RouteKind::kBlob;
+    case Endpoint::kUploadStart:
+    case Endpoint::kUpload:
+      return RouteKind::kUpload;
+    case Endpoint::kReferrers:
+      return RouteKind::kReferrers;
+  }
+  return RouteKind::kOther;
+}
+
 }  // namespace
+
+void notePull(http::RequestNote& note, const Route& route, const http::Request& request,
+              const Repository& repo) {
+  if (route.endpoint != Endpoint::kManifest || request.method != "GET") return;
+  if (route.reference.find(':') != std::string::npos) return;  // by digest
+  note.detail = repo.key;
+  note.detail += ':';
+  note.detail += route.reference;
+}
 
 void Registry::onFinished(const http::Request* request, const http::Completion& completion) {
   if (request != nullptr) metrics_.requestEnded();
-  RouteKind route = request ? routeKind(request->path) : RouteKind::kOther;
+  // Routed requests carry their route in the note (onAdmitted); the rest (refused by auth, no
+  // API path) are classified by their path.
+  const http::RequestNote* note = completion.note;
+  RouteKind route = RouteKind::kOther;
+  if (note != nullptr && note->kind >= 0) {
+    route = static_cast<RouteKind>(note->kind);
+  } else if (request != nullptr) {
+    route = routeKind(request->path);
+  }
   metrics_.recordRequest(route, completion.status, completion.seconds);
-  if (route == RouteKind::kManifest) {
-    if (auto image = pulledImage(config_, *request, completion.status)) metrics_.recordPull(*image);
+  if (note != nullptr && completion.status == 200 && !note->detail.empty()) {
+    metrics_.recordPull(note->detail);
   }
   if (route != RouteKind::kManifest && route != RouteKind::kBlob) return;
   auto outcome = cacheOutcome(completion.log_fields);
@@ -201,6 +239,7 @@ std::unique_ptr<http::Handler> Registry::onAdmitted(const ExchangePtr& ex) {
   const http::Request& request = ex->request();
   if (!request.path.starts_with("/v2") && serveOperational(ex)) return nullptr;
   auto route = parseRoute(request.path);
+  if (route) ex->note().kind = static_cast<int>(routeKindOf(route->endpoint));
   if (!route) {
     if (route.status().code() == Code::kNotFound) {
       respond(ex,
@@ -237,6 +276,7 @@ std::unique_ptr<http::Handler> Registry::dispatch(const ExchangePtr& ex, const R
     respond(ex, errorResponse(ErrorCode::kNameUnknown, repo.status().message()));
     return nullptr;
   }
+  notePull(ex->note(), route, request, *repo);
   bool writes = !methodIs(request, "GET", "HEAD");
   if (writes && !repo->isLocal()) {
     std::string where;

@@ -23,6 +23,11 @@
 
 namespace regcache::proxy {
 
+// Notes on a routed request, for onFinished, the image a manifest GET by tag pulls
+// ("<repository key>:<tag>"); it counts as a pull when the request ends in a 200.
+void notePull(http::RequestNote& note, const Route& route, const http::Request& request,
+              const Repository& repo);
+
 class Registry : public http::Service {
  public:
   // Everything passed in must outlive the Registry. `shared_metrics` and `shared_uploads`,

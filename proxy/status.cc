@@ -9,7 +9,6 @@
 #include <cstdio>
 
 #include "proxy/errors.h"
-#include "proxy/routes.h"
 
 namespace regcache::proxy {
 
@@ -94,17 +93,6 @@ StatusReport buildStatusReport(StatusInputs inputs) {
   report.top_images = metrics.topImages(kTopImages);
   if (inputs.health) report.errors = inputs.health->recentFailures();
   return report;
-}
-
-std::optional<std::string> pulledImage(const Config& config, const http::Request& request,
-                                       int status) {
-  if (status != 200 || request.method != "GET") return std::nullopt;
-  auto route = parseRoute(request.path);
-  if (!route || route->endpoint != Endpoint::kManifest) return std::nullopt;
-  if (route->reference.find(':') != std::string::npos) return std::nullopt;  // a digest
-  auto repo = resolveRepository(config, route->name, request.queryParam("ns").value_or(""));
-  if (!repo) return std::nullopt;
-  return repo->key + ":" + route->reference;
 }
 
 // ---------------------------------------------------------------------------------------------

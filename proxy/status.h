@@ -101,11 +101,6 @@ StatusReport buildStatusReport(StatusInputs inputs);
 // The /api/status document (fields in README.md, "Status API").
 std::string renderStatusJson(const StatusReport& report);
 
-// "<repository key>:<tag>" for a manifest GET by tag that `onFinished` should count as a pull
-// of that image; nullopt for anything else (by digest, HEAD, failed, not a manifest).
-std::optional<std::string> pulledImage(const Config& config, const http::Request& request,
-                                       int status);
-
 // The status page (proxy/status_page.html, embedded at build time) with its headers: a
 // Content-Security-Policy that admits exactly the page's own inline script and style by hash.
 http::Response statusPageResponse();

@@ -35,17 +35,21 @@ Config testConfig(const std::filesystem::path& secret_file) {
   return config;
 }
 
-// One finished request, as the server reports it to Registry::onFinished.
+// One finished request, as the server reports it to Registry::onFinished, with the note
+// the Registry left on it while routing (notePull: the image a manifest GET by tag pulls).
 void finish(Registry& registry, std::string method, std::string path, int status, uint64_t bytes,
-            std::string_view log_fields) {
+            std::string_view log_fields, std::string pulled = {}) {
   http::Request request;
   request.method = std::move(method);
   request.path = std::move(path);
   request.target = request.path;
+  http::RequestNote note;
+  note.detail = std::move(pulled);
   http::Completion completion;
   completion.status = status;
   completion.bytes = bytes;
   completion.log_fields = log_fields;
+  completion.note = &note;
   registry.onFinished(&request, completion);
 }
 
@@ -73,19 +77,20 @@ TEST_CASE("Status: the JSON after a scripted pull matches what happened", "[prox
   // the blob's fill, then two pulls from the cache; one revalidation that ended stale.
   const std::string manifest = "/v2/library/alpine/manifests/3.19";
   const std::string blob = "/v2/library/alpine/blobs/" + kBlob;
-  finish(registry, "GET", manifest, 200, 500, "cache=miss");
+  const std::string alpine = "docker.io/library/alpine:3.19";
+  finish(registry, "GET", manifest, 200, 500, "cache=miss", alpine);
   finish(registry, "GET", blob, 200, 4000, "cache=miss");
   finish(registry, "GET", blob, 200, 4000, "cache=coalesced");
   for (int i = 0; i < 2; ++i) {
-    finish(registry, "GET", manifest, 200, 500, "cache=hit");
+    finish(registry, "GET", manifest, 200, 500, "cache=hit", alpine);
     finish(registry, "GET", blob, 200, 4000, "cache=hit");
   }
   finish(registry, "GET", "/v2/ghcr.io/org/app/manifests/v1", 200, 300,
-         "cache=revalidate cache=stale");
-  // Not pulls: a HEAD, a manifest by digest, a 404.
+         "cache=revalidate cache=stale", "ghcr.io/org/app:v1");
+  // Not pulls: a HEAD, a manifest by digest (notePull notes neither), a 404.
   finish(registry, "HEAD", manifest, 200, 0, "cache=hit");
   finish(registry, "GET", "/v2/library/alpine/manifests/" + kBlob, 200, 500, "cache=hit");
-  finish(registry, "GET", "/v2/library/nope/manifests/1", 404, 100, "");
+  finish(registry, "GET", "/v2/library/nope/manifests/1", 404, 100, "", "docker.io/library/nope:1");
 
   UpstreamHealth& health = registry.pullThrough().health();
   health.recordRateLimit("docker.io", "100;w=21600", "97;w=21600");
@@ -155,6 +160,29 @@ TEST_CASE("Status: the JSON after a scripted pull matches what happened", "[prox
   CHECK(doc["history"].get_array().value().size() == Metrics::kHistoryMinutes);
   CHECK(json.find("hunter2") == std::string::npos);
   CHECK(json.find("robot") == std::string::npos);
+}
+
+TEST_CASE("notePull: a manifest GET by tag names its image, nothing else does", "[proxy][status]") {
+  StoreFixture fx;
+  StoreFixture::writeFile(fx.root() / "secret", "x\n");
+  Config config = testConfig(fx.root() / "secret");
+  auto note = [&](std::string method, std::string path, std::string ns = {}) {
+    http::Request request;
+    request.method = std::move(method);
+    request.path = std::move(path);
+    auto route = parseRoute(request.path);
+    REQUIRE(route);
+    auto repo = resolveRepository(config, route->name, ns);
+    REQUIRE(repo);
+    http::RequestNote out;
+    notePull(out, *route, request, *repo);
+    return out.detail;
+  };
+  CHECK(note("GET", "/v2/library/alpine/manifests/3.19") == "docker.io/library/alpine:3.19");
+  CHECK(note("GET", "/v2/org/app/manifests/v1", "ghcr.io") == "ghcr.io/org/app:v1");
+  CHECK(note("HEAD", "/v2/library/alpine/manifests/3.19").empty());
+  CHECK(note("GET", "/v2/library/alpine/manifests/" + kBlob).empty());
+  CHECK(note("GET", "/v2/library/alpine/blobs/" + kBlob).empty());
 }
 
 TEST_CASE("Status: upstream failures feed the Prometheus counter and a ring of 20",
