@@ -34,6 +34,10 @@ def test_metrics_follow_a_scripted_pull(make_pull, fake):
     for d, data in m.blobs.items():
         assert reg.get(blob_path("org/app", d)).content == data
         blob_bytes += len(data)
+    # A client has every byte once they are verified, while the fill goes on to store and
+    # index them; a request before that ends joins the fill (coalesced), so wait for it.
+    wait_until(lambda: metrics(reg)["regcache_fills_in_flight"] == 0, timeout=10, interval=0.02,
+               what="the fills to be stored")
     # Warm: the same again, all hits.
     assert_manifest(get_manifest(reg, "org/app", "v1"), m)
     for d, data in m.blobs.items():
