@@ -363,6 +363,7 @@ def hold_connections(port, n, seconds_hold=1.0):
 # ---------------------------------------------------------------------------------------------
 
 COLUMNS = ["regcache", "registry", "registry proxy", "nginx static", "nginx cache"]
+BASELINE = "regcache base"  # a column of its own with --baseline, right after regcache
 HIGHER_BETTER = ("req/s", "MB/s")
 
 
@@ -622,17 +623,23 @@ def bench_index(table, binary, index_bench, tool, tmp, cfg):
 # Setup of the cached workloads
 # ---------------------------------------------------------------------------------------------
 
-def setup_cached(binary, tmp, cfg):
-    """Starts registry, registry proxy, regcache and nginx static, with the same content."""
+def setup_cached(binary, tmp, cfg, baseline=None):
+    """Starts registry, registry proxy, regcache and nginx static, with the same content; and
+    a second regcache from the `baseline` binary when given, for an A/B of a change."""
     registry = start_registry(tmp, "registry")
     manifest, small = push_image(registry.port, "bench/app", "v1", os.urandom(4096))
     log(f"pushing the {cfg['big'] // MIB} MiB blob")
     big = push_blob_chunked(registry.port, "bench/app", cfg["big"], os.urandom(CHUNK))
     proxy = start_registry(tmp, "registry-proxy", proxy_of=registry.port)
     regcache = start_regcache(binary, tmp, "regcache", [("up", registry.port)])
+    regcaches = {"regcache": regcache}
+    if baseline:
+        regcaches[BASELINE] = start_regcache(baseline, tmp, "regcache-base",
+                                             [("up", registry.port)])
 
-    # Warm both caches: the manifest, the small blob and the big one.
-    for port, prefix in ((regcache.port, "/v2/up/bench/app"), (proxy.port, "/v2/bench/app")):
+    # Warm the caches: the manifest, the small blob and the big one.
+    warm = [(r.port, "/v2/up/bench/app") for r in regcaches.values()]
+    for port, prefix in warm + [(proxy.port, "/v2/bench/app")]:
         get(port, f"{prefix}/manifests/v1")
         get(port, f"{prefix}/blobs/{small}")
         get(port, f"{prefix}/blobs/{big}")
@@ -649,11 +656,10 @@ def setup_cached(binary, tmp, cfg):
         os.link(regcache_blob_file(tmp, "regcache", d), os.path.join(blobs, d))
     nginx = start_nginx_static(tmp, root)
 
-    servers = {"regcache": regcache, "registry": registry, "registry proxy": proxy,
-               "nginx static": nginx}
+    servers = {**regcaches, "registry": registry, "registry proxy": proxy, "nginx static": nginx}
     paths = {}
     for name in servers:
-        prefix = "/v2/up/bench/app" if name == "regcache" else "/v2/bench/app"
+        prefix = "/v2/up/bench/app" if name in regcaches else "/v2/bench/app"
         paths[name] = {"manifest": f"{prefix}/manifests/v1", "blob4k": f"{prefix}/blobs/{small}",
                        "big": f"{prefix}/blobs/{big}"}
     for name, s in servers.items():  # every server answers every path before timing starts
@@ -686,7 +692,15 @@ def main():
                     help="comma-separated subset of workloads")
     ap.add_argument("--json", default=None, help="also write the medians here")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir")
+    ap.add_argument("--baseline", default=None,
+                    help="another regcache binary, measured beside --regcache in the cached "
+                         "workloads (an A/B of a change)")
+    ap.add_argument("--servers", default=None,
+                    help="comma-separated columns to measure in the cached workloads "
+                         "(default: all)")
     args = ap.parse_args()
+    if args.baseline:
+        COLUMNS.insert(1, BASELINE)
     cfg = QUICK if args.quick else FULL
     only = set(args.only.split(","))
     binary = os.path.abspath(args.regcache)
@@ -706,7 +720,12 @@ def main():
     try:
         tool = build_hload(tmp)
         if only & {"requests", "big", "rss"}:
-            servers, paths = setup_cached(binary, tmp, cfg)
+            servers, paths = setup_cached(binary, tmp, cfg,
+                                          args.baseline and os.path.abspath(args.baseline))
+            if args.servers:
+                keep = set(args.servers.split(","))
+                for name in [n for n in servers if n not in keep]:
+                    servers.pop(name).stop()
             if "rss" in only:
                 for name, s in servers.items():
                     table.add("RSS idle", "MiB", name, s.rss_mib())
