@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <charconv>
 #include <cstdio>
 #include <ctime>
@@ -314,7 +315,8 @@ Connection::Connection(LoopContext& context, bufferevent* bev, const sockaddr* p
       id_(++g_connection_ids),
       peer_(peerString(peer)),
       ip_(peerIp(peer_)),
-      tls_(tls) {
+      tls_(tls),
+      direct_write_(!tls) {
   next_ = context_.connections;
   if (next_ != nullptr) {
     next_->prev_ = this;
@@ -331,7 +333,12 @@ Connection::Connection(LoopContext& context, bufferevent* bev, const sockaddr* p
   bufferevent_set_max_single_read(bev_, kMaxSingleRead);
   bufferevent_set_max_single_write(bev_, kMaxSingleWrite);
   setReadTimeout(context_.options->idle_timeout);
-  bufferevent_enable(bev_, EV_READ | EV_WRITE);
+  if (direct_write_) {
+    bufferevent_disable(bev_, EV_WRITE);  // on from birth; armed only by writeOut
+    bufferevent_enable(bev_, EV_READ);
+  } else {
+    bufferevent_enable(bev_, EV_READ | EV_WRITE);
+  }
 }
 
 Connection::~Connection() = default;
@@ -357,6 +364,38 @@ void Connection::deferClose() {
 
 void Connection::triggerWritable() {
   bufferevent_trigger(bev_, EV_WRITE, BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+}
+
+void Connection::scheduleWrite() {
+  if (!direct_write_ || write_armed_ || write_scheduled_) {
+    return;  // the bufferevent writes, or a write is on its way
+  }
+  write_scheduled_ = true;
+  triggerWritable();
+}
+
+bool Connection::writeOut() {
+  evbuffer* output = bufferevent_get_output(bev_);
+  if (!write_armed_ && evbuffer_get_length(output) > 0) {
+    // A socket bufferevent keeps its output's start frozen against all but its own writes.
+    evbuffer_unfreeze(output, 1);
+    errno = 0;
+    int written = evbuffer_write_atmost(output, bufferevent_getfd(bev_), kMaxSingleWrite);
+    evbuffer_freeze(output, 1);
+    if (written < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+      return false;
+    }
+  }
+  bool pending = evbuffer_get_length(output) > 0;
+  if (pending != write_armed_) {
+    write_armed_ = pending;
+    if (pending) {
+      bufferevent_enable(bev_, EV_WRITE);
+    } else {
+      bufferevent_disable(bev_, EV_WRITE);
+    }
+  }
+  return true;
 }
 
 void Connection::teardown() {
@@ -443,13 +482,15 @@ void Connection::onReadable(bufferevent* /*bev*/, void* arg) {
 void Connection::onWritable(bufferevent* /*bev*/, void* arg) {
   auto* connection = static_cast<Connection*>(arg);
   Busy busy(connection);
+  connection->write_scheduled_ = false;
   if (connection->close_requested_) {
     return;
   }
   if (connection->source_ != nullptr && !connection->response_queued_) {
     connection->pumpSource();
   }
-  if (connection->broken_ || connection->source_failed_) {
+  if (connection->broken_ || connection->source_failed_ ||
+      (connection->direct_write_ && !connection->writeOut())) {
     connection->requestClose();
     return;
   }
@@ -499,9 +540,13 @@ void Connection::enforceHeaderDeadline() {
 void Connection::onTimeout(short events) {
   if (events & BEV_EVENT_WRITING) {
     SPDLOG_DEBUG("http.write_timeout conn={} client={}", id_, peer_);
+  } else if (!lingering_ && !in_message_ && (exchange_ != nullptr || response_started_)) {
+    // No read timeout while a complete request is handled and answered: libevent turned
+    // reading off for the timeout; turn it on again, which restarts the timer.
+    bufferevent_enable(bev_, EV_READ);
+    return;
   }
-  // Reading: idle keep-alive, a stalled request, or the end of a lingering close. There is no
-  // read timeout while a handler works on a complete request.
+  // Reading: idle keep-alive, a stalled request, or the end of a lingering close.
   requestClose();
 }
 
@@ -684,6 +729,7 @@ void Connection::dispatchRequest() {
     if (expect != nullptr && equalsIgnoreCase(*expect, "100-continue")) {
       static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
       evbuffer_add(bufferevent_get_output(bev_), kContinue.data(), kContinue.size());
+      scheduleWrite();
     }
   }
 }
@@ -711,9 +757,11 @@ int Connection::onMessageComplete(http_parser* parser) {
     return 0;
   }
 
-  // The handler may take its time (an upstream fetch): no read timeout until the response is
-  // written. Reading stays on to notice the client leaving.
-  c->setReadTimeout(std::chrono::seconds(0));
+  // The handler may take its time (an upstream fetch), and the response too: the read timer
+  // goes on at the idle timeout and onTimeout lets it pass while the exchange lasts. A zero
+  // timeout would take the read event out of epoll (libevent deletes it) and the idle timeout
+  // put it back: two epoll_ctl calls per request. Reading stays on to notice the client leaving.
+  c->setReadTimeout(c->context_.options->idle_timeout);
   if (!c->discard_body_ && c->exchange_ != nullptr && c->exchange_->handler_ != nullptr) {
     c->exchange_->handler_->onEnd();
   }
@@ -922,6 +970,7 @@ void Connection::writeHead(int status, const Headers& headers, Framing framing, 
   head += "\r\n";
   head += inline_body;
   evbuffer_add(bufferevent_get_output(bev_), head.data(), head.size());
+  scheduleWrite();  // the body, if any, is queued before the deferred write runs
 }
 
 // Queues a file range for sendfile. The segment owns the fd and closes it once written (or
@@ -1054,6 +1103,9 @@ void Connection::pumpSource() {
     }
   } while (pump_again_ && !source_failed_ && !stalled);
   pumping_ = false;
+  if (evbuffer_get_length(output) > 0) {
+    scheduleWrite();
+  }
 }
 
 void Connection::maybeFinishResponse() {

@@ -129,6 +129,11 @@ class Connection {
   void requestClose();
   void deferClose();
   void triggerWritable();
+  // After anything is queued on the output: gets it written (see direct_write_).
+  void scheduleWrite();
+  // From the write callback: writes what the socket takes now, and arms the write event for
+  // the rest or disarms it. False on a write error.
+  bool writeOut();
   void teardown();
   void setReadTimeout(std::chrono::milliseconds timeout);
   void detachExchange(ExchangeImpl& exchange, bool aborted);
@@ -191,6 +196,15 @@ class Connection {
   uint64_t linger_bytes_ = 0;
   std::chrono::steady_clock::time_point linger_deadline_{};
   std::chrono::milliseconds read_timeout_{-1};
+
+  // Writing (plain TCP; TLS leaves it all to its bufferevent). The write event stays off while
+  // the output is empty: a response is written from a deferred callback in the loop turn that
+  // queued it, and only what the socket would not take arms the event. A bufferevent with
+  // EV_WRITE always on arms and disarms the event around every response: two epoll_ctl calls
+  // per request.
+  bool direct_write_ = false;
+  bool write_armed_ = false;      // EV_WRITE is on: libevent writes the rest
+  bool write_scheduled_ = false;  // a deferred write callback is on its way
 };
 
 // The Exchange handed to the Service: the request, its handler, and a way back to the
