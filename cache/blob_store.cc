@@ -127,9 +127,22 @@ Result<std::unique_ptr<BlobStore>> BlobStore::open(const std::filesystem::path& 
   return store;
 }
 
-std::filesystem::path BlobStore::blobPath(const Digest& digest) const {
+std::string BlobStore::blobPathString(const Digest& digest) const {
   const std::string& hex = digest.hex();
-  return root_ / "blobs" / digest.algorithmName() / hex.substr(0, 2) / hex;
+  std::string_view algorithm = digest.algorithmName();
+  std::string path;
+  path.reserve(blobs_prefix_.size() + algorithm.size() + 4 + hex.size());
+  path += blobs_prefix_;
+  path += algorithm;
+  path += '/';
+  path.append(hex, 0, 2);
+  path += '/';
+  path += hex;
+  return path;
+}
+
+std::filesystem::path BlobStore::blobPath(const Digest& digest) const {
+  return blobPathString(digest);
 }
 
 std::filesystem::path BlobStore::uploadPath(std::string_view uuid) const {
@@ -153,7 +166,7 @@ size_t BlobStore::removeOrphanTemps() const {
 }
 
 Result<OpenFile> BlobStore::openBlob(const Digest& digest) const {
-  std::filesystem::path path = blobPath(digest);
+  std::string path = blobPathString(digest);
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
     return errnoStatus("open", path, errno);
@@ -167,7 +180,7 @@ Result<OpenFile> BlobStore::openBlob(const Digest& digest) const {
 }
 
 bool BlobStore::hasBlob(const Digest& digest) const {
-  return ::access(blobPath(digest).c_str(), F_OK) == 0;
+  return ::access(blobPathString(digest).c_str(), F_OK) == 0;
 }
 
 // The order is what makes a crash safe: the file's bytes reach the disk before its name does

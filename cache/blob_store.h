@@ -83,8 +83,14 @@ class BlobStore {
   Status removeBlob(const Digest& digest) const;
 
  private:
-  explicit BlobStore(std::filesystem::path root) : root_(std::move(root)) {}
+  explicit BlobStore(std::filesystem::path root)
+      : root_(std::move(root)), blobs_prefix_(root_.string() + "/blobs/") {}
+  // blobPath as a plain string: the serving path opens a blob per request, and a
+  // std::filesystem::path splits itself into components on every construction.
+  std::string blobPathString(const Digest& digest) const;
+
   std::filesystem::path root_;
+  std::string blobs_prefix_;  // "<root>/blobs/"
 };
 
 }  // namespace regcache::cache
