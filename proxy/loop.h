@@ -42,8 +42,12 @@ class Loop {
  private:
   static void onWake(int fd, short what, void* arg);
 
-  event_base* base_ = nullptr;
-  event* wake_ = nullptr;  // activated by post() and stop(); runs onWake on the loop
+  // Tells the loop thread to run onWake: the one thing other threads do to a loop.
+  void signal();
+
+  event_base* base_ = nullptr;  // unlocked: only the loop's own thread touches it
+  int wake_fd_ = -1;            // an eventfd that post() and stop() write to
+  event* wake_ = nullptr;       // reads wake_fd_ and runs onWake on the loop
   std::atomic<std::thread::id> thread_id_;
   std::mutex mu_;
   std::vector<std::function<void()>> pending_;  // guarded by mu_
