@@ -600,8 +600,10 @@ int Connection::onMessageBegin(http_parser* parser) {
   c->in_value_ = false;
   c->headers_done_ = false;
   c->bad_header_ = false;
+  // The read timer is left at the idle timeout: a request whose headers span reads gets the
+  // header deadline once its first read is parsed (enforceHeaderDeadline), one with a body
+  // the body timeout at its headers. Most arrive whole in one read and never touch the timer.
   c->started_ = std::chrono::steady_clock::now();
-  c->setReadTimeout(c->context_.options->request_timeout);
   return 0;
 }
 
@@ -671,10 +673,12 @@ int Connection::onHeadersComplete(http_parser* parser) {
   if (c->in_value_ || !c->field_.empty()) {
     c->commitHeader();
   }
-  // From here the request_timeout bounds a stall in the body, not the whole of it.
   c->headers_done_ = true;
-  c->setReadTimeout(c->context_.options->request_timeout);
   c->dispatchRequest();
+  if (!c->body_done_ && !c->discard_body_) {
+    // From here the request_timeout bounds a stall in the body, not the whole of it.
+    c->setReadTimeout(c->context_.options->request_timeout);
+  }
   return c->close_requested_ ? -1 : 0;
 }
 
@@ -1137,6 +1141,9 @@ void Connection::finishExchange() {
   }
   setReadTimeout(context_.options->idle_timeout);
   parseInput();
+  if (in_message_ && !headers_done_ && !close_requested_) {
+    enforceHeaderDeadline();  // a pipelined request that is not all here yet
+  }
   if (peer_eof_ && exchange_ == nullptr && !response_started_ && !close_requested_) {
     requestClose();  // the client half-closed and every complete request is answered
   }
