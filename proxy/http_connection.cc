@@ -41,6 +41,9 @@ constexpr uint64_t kInlineFileMax = 16 << 10;
 // and writev move a blob in fewer calls.
 constexpr ssize_t kMaxSingleRead = 256 << 10;
 constexpr ssize_t kMaxSingleWrite = 4 << 20;
+// File bodies from this size go out corked (TCP_CORK): the head rides in the first full
+// segment, and every sendfile fills whole segments.
+constexpr uint64_t kCorkMin = 1 << 20;
 // After our side is shut, how long and how much we keep reading so the client gets the
 // response instead of a reset.
 constexpr std::chrono::seconds kLingerTimeout{2};
@@ -364,6 +367,12 @@ void Connection::deferClose() {
 
 void Connection::triggerWritable() {
   bufferevent_trigger(bev_, EV_WRITE, BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+}
+
+void Connection::setCork(bool on) {
+  int value = on ? 1 : 0;
+  setsockopt(bufferevent_getfd(bev_), IPPROTO_TCP, TCP_CORK, &value, sizeof value);
+  corked_ = on;
 }
 
 void Connection::scheduleWrite() {
@@ -915,6 +924,9 @@ void Connection::sendResponse(Response response) {
     return;
   }
   if (response.file) {
+    if (response.file->length >= kCorkMin) {
+      setCork(true);
+    }
     if (!addFile(*response.file)) {
       deferClose();
       return;
@@ -1121,6 +1133,9 @@ void Connection::maybeFinishResponse() {
 // The response is written: log it, let the exchange go, and either close or move on to the
 // next request already waiting in the input buffer.
 void Connection::finishExchange() {
+  if (corked_) {
+    setCork(false);  // out goes the last partial segment
+  }
   if (exchange_ != nullptr) {
     detachExchange(*exchange_, /*aborted=*/false);
     logAccess(exchange_.get(), false);

@@ -131,6 +131,7 @@ class Connection {
   void triggerWritable();
   // After anything is queued on the output: gets it written (see direct_write_).
   void scheduleWrite();
+  void setCork(bool on);
   // From the write callback: writes what the socket takes now, and arms the write event for
   // the rest or disarms it. False on a write error.
   bool writeOut();
@@ -205,6 +206,7 @@ class Connection {
   bool direct_write_ = false;
   bool write_armed_ = false;      // EV_WRITE is on: libevent writes the rest
   bool write_scheduled_ = false;  // a deferred write callback is on its way
+  bool corked_ = false;           // TCP_CORK is on for a big file body
 };
 
 // The Exchange handed to the Service: the request, its handler, and a way back to the
