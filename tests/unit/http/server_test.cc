@@ -472,6 +472,50 @@ TEST_CASE("Server: a stalled request body is closed after request_timeout", "[ht
   CHECK(eventually([&] { return aborts == 1; }));
 }
 
+TEST_CASE("Server: a response that takes longer than idle_timeout still arrives", "[http]") {
+  // The read timer runs on while a handler works (so the read event never leaves epoll); its
+  // firing then must not cut the exchange.
+  ServerOptions options;
+  options.idle_timeout = std::chrono::seconds(1);
+  std::thread late;
+  TestServer t(
+      [&](std::shared_ptr<Exchange> exchange) {
+        late = std::thread([exchange] {
+          std::this_thread::sleep_for(std::chrono::milliseconds(2500));
+          exchange->loop().post([exchange] { exchange->respond(textResponse(200, "late")); });
+        });
+        return nullptr;
+      },
+      options);
+  REQUIRE(t.started);
+  TestClient client(t.server.port());
+
+  REQUIRE(client.send("GET /slow HTTP/1.1\r\n\r\n"));
+  auto response = client.readResponse();
+  late.join();
+  REQUIRE(response);
+  CHECK(response->body == "late");
+  CHECK(client.waitClosed(4000));  // and the idle timeout applies again afterwards
+}
+
+TEST_CASE("Server: a client that stops reading is cut after write_timeout", "[http]") {
+  // What the socket would not take arms the write event, with its timeout.
+  ServerOptions options;
+  options.write_timeout = std::chrono::seconds(1);
+  TestServer t(
+      [&](std::shared_ptr<Exchange> exchange) {
+        exchange->respond(textResponse(200, std::string(64 << 20, 'x')));
+        return nullptr;
+      },
+      options);
+  REQUIRE(t.started);
+  TestClient client(t.server.port());
+
+  REQUIRE(client.send("GET /big HTTP/1.1\r\n\r\n"));  // and never read
+  REQUIRE(eventually([&] { return t.server.connections() == 1; }));
+  CHECK(eventually([&] { return t.server.connections() == 0; }, 5000));
+}
+
 TEST_CASE("Server: a 64 MiB body streams through in bounded memory", "[http]") {
   constexpr size_t kSize = 64u << 20;
   std::atomic<size_t> received{0};
