@@ -683,6 +683,12 @@ int Connection::onHeadersComplete(http_parser* parser) {
     c->commitHeader();
   }
   c->headers_done_ = true;
+  if (parser->uses_transfer_encoding && !(parser->flags & F_CHUNKED) && !parser->upgrade) {
+    // A body whose length cannot be known (RFC 9112 6.3): http-parser refuses it only after
+    // this callback, too late to keep it from the Service, whose answer would then be lost.
+    c->sendError(400, "Transfer-Encoding must end with chunked");
+    return -1;
+  }
   c->dispatchRequest();
   if (!c->body_done_ && !c->discard_body_) {
     // From here the request_timeout bounds a stall in the body, not the whole of it.
@@ -841,6 +847,13 @@ void Connection::onParseError(http_errno error) {
 // The server's own answer to a request it could not parse. Any handler is told the request
 // aborted; the connection closes after the answer.
 void Connection::sendError(int status, std::string_view message, std::string_view code) {
+  if (response_queued_) {
+    // A whole response is queued already (answered before the parser found the error): it
+    // goes out, and the connection closes behind it.
+    stopReadingBody();
+    keep_alive_ = false;
+    return;
+  }
   if (response_started_) {
     requestClose();  // a response is half out: nothing sane to add to it
     return;

@@ -199,6 +199,38 @@ TEST_CASE("Server: a bad chunk size is answered with 400 and a close", "[http]")
   CHECK(aborted);
 }
 
+TEST_CASE("Server: a Transfer-Encoding not ending in chunked gets 400, never the Service",
+          "[http]") {
+  std::atomic<int> dispatched{0};
+  TestServer t([&](std::shared_ptr<Exchange> exchange) {
+    ++dispatched;
+    return echoTarget(std::move(exchange));  // answers at once, as GET /v2/ does
+  });
+  REQUIRE(t.started);
+
+  for (const char* coding : {"gzip", "chunked, gzip", "chunked2"}) {
+    CAPTURE(coding);
+    TestClient client(t.server.port());
+    REQUIRE(client.send(std::string("GET /v2/ HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: ") +
+                        coding + "\r\n\r\nGET /v2/again HTTP/1.1\r\nHost: x\r\n\r\n"));
+    auto response = client.readResponse();
+    REQUIRE(response);
+    CHECK(response->status == 400);
+    CHECK(response->body.find("Transfer-Encoding") != std::string::npos);
+    CHECK(response->header("connection") == "close");
+    CHECK(client.waitClosed(2000));
+  }
+  CHECK(dispatched == 0);
+
+  // With chunked last, the same request is fine.
+  TestClient client(t.server.port());
+  REQUIRE(client.send(
+      "GET /v2/ HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n"));
+  auto response = client.readResponse();
+  REQUIRE(response);
+  CHECK(response->status == 200);
+}
+
 TEST_CASE("Server: Expect: 100-continue gets 100 and then the final response", "[http]") {
   TestServer t(echoBody);
   REQUIRE(t.started);
