@@ -20,11 +20,10 @@ namespace regcache::upstream {
 namespace {
 
 constexpr long kMaxRedirects = 5;
+// libcurl's receive buffer, per transfer. Not larger for blobs: a fill's writes are sized by
+// its own queue, and when a fill pauses the transfer libcurl reads one more buffer and keeps a
+// copy of it in fresh heap until resume (at 1 MiB that was a page fault per 20 KiB received).
 constexpr long kReceiveBufferSize = 128 * 1024;
-// Streamed bodies (blobs) are read in larger pieces: a fill writes each piece to the page
-// cache as it comes, and pwrite of 1 MiB costs far less per byte than eight of 128 KiB (the
-// kernel's large folios). libcurl allocates this per transfer, only while it runs.
-constexpr long kStreamingBufferSize = 1024 * 1024;
 // A 401's body is kept while its token is fetched, to be delivered if that fails.
 constexpr size_t kMaxSavedBody = 64 * 1024;
 constexpr std::chrono::milliseconds kMaxBackoff{30'000};
@@ -374,8 +373,7 @@ void Client::Impl::configure(Transfer* t, CURL* easy) {
   curl_easy_setopt(easy, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
   curl_easy_setopt(easy, CURLOPT_USERAGENT, "regcache");
   curl_easy_setopt(easy, CURLOPT_TCP_KEEPALIVE, 1L);
-  curl_easy_setopt(easy, CURLOPT_BUFFERSIZE,
-                   t->request.streaming ? kStreamingBufferSize : kReceiveBufferSize);
+  curl_easy_setopt(easy, CURLOPT_BUFFERSIZE, kReceiveBufferSize);
   curl_easy_setopt(easy, CURLOPT_SUPPRESS_CONNECT_HEADERS, 1L);
   curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(up.connect_timeout.count()));
   if (t->request.streaming) {
