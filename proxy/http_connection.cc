@@ -12,6 +12,7 @@
 #include <openssl/ssl.h>
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -40,6 +41,8 @@ constexpr uint64_t kInlineFileMax = 16 << 10;
 // libevent's per-callback read and write caps default to 16 KiB; larger writes let sendfile
 // and writev move a blob in fewer calls.
 constexpr ssize_t kMaxSingleRead = 256 << 10;
+// The first read of a readable socket (plain TCP): room for any usual request whole.
+constexpr size_t kFirstRead = 16 << 10;
 constexpr ssize_t kMaxSingleWrite = 4 << 20;
 // File bodies from this size go out corked (TCP_CORK): the head rides in the first full
 // segment, and every sendfile fills whole segments.
@@ -335,11 +338,17 @@ Connection::Connection(LoopContext& context, bufferevent* bev, const sockaddr* p
   bufferevent_setwatermark(bev_, EV_WRITE, kSourceWatermark, 0);
   bufferevent_set_max_single_read(bev_, kMaxSingleRead);
   bufferevent_set_max_single_write(bev_, kMaxSingleWrite);
-  setReadTimeout(context_.options->idle_timeout);
   if (direct_write_) {
-    bufferevent_disable(bev_, EV_WRITE);  // on from birth; armed only by writeOut
-    bufferevent_enable(bev_, EV_READ);
+    bufferevent_disable(bev_, EV_READ | EV_WRITE);  // on from birth; write armed by writeOut
+    // A socket bufferevent keeps its input's end frozen against all but its own reads, which
+    // never run here: ours fill it.
+    evbuffer_unfreeze(bufferevent_get_input(bev_), 0);
+    read_event_ = event_new(context_.loop->base(), bufferevent_getfd(bev_), EV_READ | EV_PERSIST,
+                            &Connection::onSocketReadable, this);
+    setReadTimeout(context_.options->idle_timeout);
+    setReading(true);
   } else {
+    setReadTimeout(context_.options->idle_timeout);
     bufferevent_enable(bev_, EV_READ | EV_WRITE);
   }
 }
@@ -421,6 +430,9 @@ void Connection::teardown() {
   }
   --*context_.open_connections;
   --*context_.loop_connections;
+  if (read_event_ != nullptr) {
+    event_free(read_event_);  // before the bufferevent closes the socket
+  }
   bufferevent_free(bev_);
   if (scratch_ != nullptr) {
     evbuffer_free(scratch_);
@@ -447,20 +459,56 @@ void Connection::startLingeringClose() {
   }
   ::shutdown(bufferevent_getfd(bev_), SHUT_WR);
   linger_deadline_ = std::chrono::steady_clock::now() + kLingerTimeout;
+  input_full_ = false;
   setReadTimeout(kLingerTimeout);
-  bufferevent_enable(bev_, EV_READ);
+  setReading(true);
 }
 
 void Connection::setReadTimeout(std::chrono::milliseconds timeout) {
   if (timeout == read_timeout_) {
     return;  // also saves re-adding the event to the timer heap
   }
+  bool first = read_timeout_.count() < 0;
   read_timeout_ = timeout;
   timeval read{static_cast<time_t>(timeout.count() / 1000),
                static_cast<suseconds_t>(timeout.count() % 1000 * 1000)};
   timeval write{static_cast<time_t>(context_.options->write_timeout.count()), 0};
-  bufferevent_set_timeouts(bev_, timeout.count() > 0 ? &read : nullptr,
-                           write.tv_sec > 0 ? &write : nullptr);
+  if (read_event_ == nullptr) {
+    bufferevent_set_timeouts(bev_, timeout.count() > 0 ? &read : nullptr,
+                             write.tv_sec > 0 ? &write : nullptr);
+    return;
+  }
+  if (first) {
+    bufferevent_set_timeouts(bev_, nullptr, write.tv_sec > 0 ? &write : nullptr);
+  }
+  if (reading_) {
+    if (timeout.count() <= 0) {
+      event_del(read_event_);  // event_add without a timeout would keep the old one
+    }
+    event_add(read_event_, timeout.count() > 0 ? &read : nullptr);  // the timer alone
+  }
+}
+
+void Connection::setReading(bool on) {
+  if (read_event_ == nullptr) {
+    if (on) {
+      bufferevent_enable(bev_, EV_READ);
+    } else {
+      bufferevent_disable(bev_, EV_READ);
+    }
+    return;
+  }
+  if (on == reading_) {
+    return;
+  }
+  reading_ = on;
+  if (!on) {
+    event_del(read_event_);
+    return;
+  }
+  timeval read{static_cast<time_t>(read_timeout_.count() / 1000),
+               static_cast<suseconds_t>(read_timeout_.count() % 1000 * 1000)};
+  event_add(read_event_, read_timeout_.count() > 0 ? &read : nullptr);
 }
 
 // =============================================================================================
@@ -469,22 +517,87 @@ void Connection::setReadTimeout(std::chrono::milliseconds timeout) {
 void Connection::onReadable(bufferevent* /*bev*/, void* arg) {
   auto* connection = static_cast<Connection*>(arg);
   Busy busy(connection);
+  if (!connection->close_requested_) {
+    connection->handleInput();
+  }
+}
+
+void Connection::onSocketReadable(evutil_socket_t /*fd*/, short events, void* arg) {
+  auto* connection = static_cast<Connection*>(arg);
+  Busy busy(connection);
   if (connection->close_requested_) {
     return;
   }
-  if (connection->lingering_) {
-    evbuffer* input = bufferevent_get_input(connection->bev_);
-    connection->linger_bytes_ += evbuffer_get_length(input);
+  if (events & EV_TIMEOUT) {
+    connection->onTimeout(BEV_EVENT_READING);
+  } else if (connection->readSocket()) {
+    connection->handleInput();
+  }
+}
+
+// Reads into the input what the socket holds, up to kMaxInput unparsed, without asking how
+// much first: one read for a request that fits its first piece, more only for bodies.
+bool Connection::readSocket() {
+  evbuffer* input = bufferevent_get_input(bev_);
+  size_t want = kFirstRead;
+  ssize_t total = 0;
+  while (true) {
+    size_t held = evbuffer_get_length(input);
+    if (held >= kMaxInput) {
+      input_full_ = true;
+      setReading(false);  // parseInput turns it on again as it makes room
+      return true;
+    }
+    want = std::min(want, kMaxInput - held);
+    evbuffer_iovec vecs[2];
+    int n = evbuffer_reserve_space(input, static_cast<ev_ssize_t>(want), vecs, 2);
+    if (n <= 0) {
+      requestClose();
+      return false;
+    }
+    ssize_t got = ::readv(bufferevent_getfd(bev_), reinterpret_cast<iovec*>(vecs), n);
+    if (got <= 0) {
+      evbuffer_commit_space(input, vecs, 0);
+      if (got == 0) {
+        setReading(false);  // the stream has ended: stop polling for it
+        onEof();
+        return false;
+      }
+      if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+        return total > 0;
+      }
+      requestClose();
+      return false;
+    }
+    // Commit what arrived, spread over the reserved vectors in order.
+    size_t left = static_cast<size_t>(got);
+    for (int i = 0; i < n; ++i) {
+      size_t len = std::min(left, vecs[i].iov_len);
+      vecs[i].iov_len = len;
+      left -= len;
+    }
+    evbuffer_commit_space(input, vecs, n);
+    total += got;
+    if (static_cast<size_t>(got) < want || total >= kMaxSingleRead) {
+      return true;  // the socket had no more (or enough for one turn)
+    }
+    want = static_cast<size_t>(kMaxSingleRead);
+  }
+}
+
+void Connection::handleInput() {
+  if (lingering_) {
+    evbuffer* input = bufferevent_get_input(bev_);
+    linger_bytes_ += evbuffer_get_length(input);
     evbuffer_drain(input, evbuffer_get_length(input));
-    if (connection->linger_bytes_ > kMaxLingerBytes ||
-        std::chrono::steady_clock::now() >= connection->linger_deadline_) {
-      connection->requestClose();
+    if (linger_bytes_ > kMaxLingerBytes || std::chrono::steady_clock::now() >= linger_deadline_) {
+      requestClose();
     }
     return;
   }
-  connection->parseInput();
-  if (connection->in_message_ && !connection->headers_done_ && !connection->close_requested_) {
-    connection->enforceHeaderDeadline();
+  parseInput();
+  if (in_message_ && !headers_done_ && !close_requested_) {
+    enforceHeaderDeadline();
   }
 }
 
@@ -550,9 +663,12 @@ void Connection::onTimeout(short events) {
   if (events & BEV_EVENT_WRITING) {
     SPDLOG_DEBUG("http.write_timeout conn={} client={}", id_, peer_);
   } else if (!lingering_ && !in_message_ && (exchange_ != nullptr || response_started_)) {
-    // No read timeout while a complete request is handled and answered: libevent turned
-    // reading off for the timeout; turn it on again, which restarts the timer.
-    bufferevent_enable(bev_, EV_READ);
+    // No read timeout while a complete request is handled and answered. A bufferevent turns
+    // reading off for the timeout: turn it on again, which restarts the timer (our own read
+    // event persists, its timer restarted already).
+    if (read_event_ == nullptr) {
+      bufferevent_enable(bev_, EV_READ);
+    }
     return;
   }
   // Reading: idle keep-alive, a stalled request, or the end of a lingering close.
@@ -562,11 +678,19 @@ void Connection::onTimeout(short events) {
 // =============================================================================================
 // Reading requests
 
+void Connection::parseInput() {
+  parseBuffered();
+  if (input_full_ && !close_requested_ && !discard_body_ && !lingering_ &&
+      evbuffer_get_length(bufferevent_get_input(bev_)) < kMaxInput) {
+    input_full_ = false;
+    setReading(true);
+  }
+}
+
 // Feeds buffered input to the parser, one evbuffer chain at a time, without copying. Stops
 // when the parser pauses at the end of a request whose response is not written yet; the
-// rest stays in the input buffer, and once that holds kMaxInput bytes libevent stops reading
-// the socket.
-void Connection::parseInput() {
+// rest stays in the input buffer, and once that holds kMaxInput bytes reading stops.
+void Connection::parseBuffered() {
   evbuffer* input = bufferevent_get_input(bev_);
   while (!close_requested_ && !discard_body_ && !lingering_) {
     if (HTTP_PARSER_ERRNO(&parser_) == HPE_PAUSED) {
@@ -791,7 +915,7 @@ int Connection::onMessageComplete(http_parser* parser) {
 void Connection::stopReadingBody() {
   discard_body_ = true;
   close_after_ = true;
-  bufferevent_disable(bev_, EV_READ);
+  setReading(false);
 }
 
 // Refusals before the Service sees a request: a target no handler should have to defend

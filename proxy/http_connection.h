@@ -2,6 +2,7 @@
 // connection's lifetime. Internal to the server (proxy/http.cc); nothing else includes it.
 #pragma once
 
+#include <event2/util.h>
 #include <http_parser.h>
 
 #include <atomic>
@@ -14,6 +15,7 @@
 #include "proxy/http.h"
 
 struct bufferevent;
+struct event;
 struct evbuffer;
 struct sockaddr;
 
@@ -64,7 +66,7 @@ class ExchangeImpl;
 //
 // Requests are handled strictly one at a time: after a request message completes the parser
 // is paused, and the input behind it (pipelined requests) waits in the bufferevent's input
-// buffer, bounded by the read high watermark, until the response has been written out.
+// buffer, bounded by kMaxInput, until the response has been written out.
 class Connection {
  public:
   // Takes ownership of the accepted, non-blocking socket `fd`, for which the acceptor has
@@ -87,6 +89,7 @@ class Connection {
 
   // libevent and http-parser callbacks.
   static void onReadable(bufferevent* bev, void* arg);
+  static void onSocketReadable(evutil_socket_t fd, short events, void* arg);
   static void onWritable(bufferevent* bev, void* arg);
   static void onEvent(bufferevent* bev, short events, void* arg);
   static int onMessageBegin(http_parser* parser);
@@ -99,7 +102,15 @@ class Connection {
   static const http_parser_settings kParserSettings;
 
   // Reading.
+  void handleInput();
+  // Plain TCP: reads what the socket has into the input (see read_event_). False at end of
+  // stream or on an error, which it has dealt with.
+  bool readSocket();
+  // Turns reading the socket on or off: the read event (plain TCP) or the bufferevent's.
+  void setReading(bool on);
+  // Parses what the input holds (parseBuffered), then resumes reading if that made room.
   void parseInput();
+  void parseBuffered();
   bool countHeaderBytes(size_t length);
   void commitHeader();
   void dispatchRequest();
@@ -204,6 +215,12 @@ class Connection {
   // EV_WRITE always on arms and disarms the event around every response: two epoll_ctl calls
   // per request.
   bool direct_write_ = false;
+  // Reading (plain TCP): our own persistent read event, with the read timeout on it, reading
+  // into the bufferevent's input. The bufferevent's reader asks FIONREAD before each read: one
+  // ioctl per request more than needed. TLS reads through its bufferevent.
+  event* read_event_ = nullptr;
+  bool reading_ = false;          // read_event_ is added
+  bool input_full_ = false;       // reading stopped at kMaxInput until parsing makes room
   bool write_armed_ = false;      // EV_WRITE is on: libevent writes the rest
   bool write_scheduled_ = false;  // a deferred write callback is on its way
   bool corked_ = false;           // TCP_CORK is on for a big file body

@@ -166,6 +166,45 @@ TEST_CASE("Server: pipelined requests are answered in order, one at a time", "[h
   CHECK(max_in_flight == 1);
 }
 
+TEST_CASE("Server: pipelined input beyond the input bound waits in the socket, then is served",
+          "[http]") {
+  // The first request is answered late: meanwhile the client sends 3 MiB more of pipelined
+  // requests, past the 1 MiB the server holds unparsed. It stops reading, and resumes as the
+  // requests ahead are answered; every one is, in order.
+  TestServer t([](std::shared_ptr<Exchange> exchange) {
+    if (exchange->request().path == "/slow") {
+      std::thread([exchange] {
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+        exchange->loop().post([exchange] { echoTarget(exchange); });
+      }).detach();
+      return std::unique_ptr<Handler>();
+    }
+    return echoTarget(std::move(exchange));
+  });
+  REQUIRE(t.started);
+  TestClient client(t.server.port(), 20000);
+
+  constexpr int kRequests = 24000;
+  const std::string padding(100, 'p');
+  std::string pipelined = "GET /slow HTTP/1.1\r\n\r\n";
+  for (int i = 0; i < kRequests; ++i) {
+    pipelined += "GET /r" + std::to_string(i) + " HTTP/1.1\r\nX-Pad: " + padding + "\r\n\r\n";
+  }
+  REQUIRE(pipelined.size() > (3u << 20));
+  std::atomic<bool> sent{false};
+  std::thread sender([&] { sent = client.send(pipelined); });
+
+  auto first = client.readResponse();
+  bool in_order = first && first->body == "GET /slow";
+  for (int i = 0; i < kRequests && in_order; ++i) {
+    auto response = client.readResponse();
+    in_order = response && response->body == "GET /r" + std::to_string(i);
+  }
+  sender.join();
+  CHECK(sent);
+  CHECK(in_order);
+}
+
 TEST_CASE("Server: a chunked request body arrives de-chunked and complete", "[http]") {
   TestServer t(echoBody);
   REQUIRE(t.started);
