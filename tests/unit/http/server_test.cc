@@ -205,6 +205,25 @@ TEST_CASE("Server: pipelined input beyond the input bound waits in the socket, t
   CHECK(in_order);
 }
 
+TEST_CASE("Server: a request larger than the first read arrives whole, and so does the next",
+          "[http]") {
+  TestServer t([](std::shared_ptr<Exchange> exchange) {
+    const std::string* big = exchange->request().headers.get("x-big");
+    exchange->respond(textResponse(200, std::to_string(big == nullptr ? 0 : big->size())));
+    return nullptr;
+  });
+  REQUIRE(t.started);
+  TestClient client(t.server.port());
+
+  // 40 KiB of headers in one send: several reads, each with more room than the last.
+  for (size_t size : {size_t{40} << 10, size_t{10}}) {
+    REQUIRE(client.send("GET /v2/ HTTP/1.1\r\nX-Big: " + std::string(size, 'h') + "\r\n\r\n"));
+    auto response = client.readResponse();
+    REQUIRE(response);
+    CHECK(response->body == std::to_string(size));
+  }
+}
+
 TEST_CASE("Server: a chunked request body arrives de-chunked and complete", "[http]") {
   TestServer t(echoBody);
   REQUIRE(t.started);
