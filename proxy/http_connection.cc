@@ -345,6 +345,9 @@ Connection::Connection(LoopContext& context, bufferevent* bev, const sockaddr* p
     evbuffer_unfreeze(bufferevent_get_input(bev_), 0);
     read_event_ = event_new(context_.loop->base(), bufferevent_getfd(bev_), EV_READ | EV_PERSIST,
                             &Connection::onSocketReadable, this);
+    // The bufferevent keeps the write timeout; the read timeout rides on read_event_.
+    timeval write = toTimeval(context_.options->write_timeout);
+    bufferevent_set_timeouts(bev_, nullptr, write.tv_sec > 0 ? &write : nullptr);
     setReadTimeout(context_.options->idle_timeout);
     setReading(true);
   } else {
@@ -468,25 +471,25 @@ void Connection::setReadTimeout(std::chrono::milliseconds timeout) {
   if (timeout == read_timeout_) {
     return;  // also saves re-adding the event to the timer heap
   }
-  bool first = read_timeout_.count() < 0;
   read_timeout_ = timeout;
-  timeval read{static_cast<time_t>(timeout.count() / 1000),
-               static_cast<suseconds_t>(timeout.count() % 1000 * 1000)};
-  timeval write{static_cast<time_t>(context_.options->write_timeout.count()), 0};
   if (read_event_ == nullptr) {
+    timeval read = toTimeval(timeout);
+    timeval write = toTimeval(context_.options->write_timeout);
     bufferevent_set_timeouts(bev_, timeout.count() > 0 ? &read : nullptr,
                              write.tv_sec > 0 ? &write : nullptr);
     return;
-  }
-  if (first) {
-    bufferevent_set_timeouts(bev_, nullptr, write.tv_sec > 0 ? &write : nullptr);
   }
   if (reading_) {
     if (timeout.count() <= 0) {
       event_del(read_event_);  // event_add without a timeout would keep the old one
     }
-    event_add(read_event_, timeout.count() > 0 ? &read : nullptr);  // the timer alone
+    addReadEvent();  // the timer alone
   }
+}
+
+void Connection::addReadEvent() {
+  timeval read = toTimeval(read_timeout_);
+  event_add(read_event_, read_timeout_.count() > 0 ? &read : nullptr);
 }
 
 void Connection::setReading(bool on) {
@@ -506,9 +509,7 @@ void Connection::setReading(bool on) {
     event_del(read_event_);
     return;
   }
-  timeval read{static_cast<time_t>(read_timeout_.count() / 1000),
-               static_cast<suseconds_t>(read_timeout_.count() % 1000 * 1000)};
-  event_add(read_event_, read_timeout_.count() > 0 ? &read : nullptr);
+  addReadEvent();
 }
 
 // =============================================================================================

@@ -108,6 +108,8 @@ class Connection {
   bool readSocket();
   // Turns reading the socket on or off: the read event (plain TCP) or the bufferevent's.
   void setReading(bool on);
+  // Adds read_event_ with the current read timeout (re-adding restarts the timer).
+  void addReadEvent();
   // Parses what the input holds (parseBuffered), then resumes reading if that made room.
   void parseInput();
   void parseBuffered();

@@ -2,7 +2,10 @@
 // writes and other blocking calls off them.
 #pragma once
 
+#include <sys/time.h>
+
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -15,6 +18,12 @@ struct event_base;
 struct event;
 
 namespace regcache::proxy {
+
+// A duration as libevent's timers take it.
+inline timeval toTimeval(std::chrono::milliseconds duration) {
+  return timeval{static_cast<time_t>(duration.count() / 1000),
+                 static_cast<suseconds_t>(duration.count() % 1000 * 1000)};
+}
 
 // One event_base driven by one thread. post() may be called from any thread; everything else
 // only from the loop's own thread.

@@ -12,6 +12,7 @@
 #include <ctime>
 #include <random>
 
+#include "proxy/loop.h"
 #include "upstream/auth.h"
 #include "upstream/client_impl.h"
 
@@ -57,13 +58,6 @@ bool retryableCode(CURLcode code) {
     default:
       return false;
   }
-}
-
-timeval toTimeval(std::chrono::milliseconds delay) {
-  timeval tv;
-  tv.tv_sec = static_cast<time_t>(delay.count() / 1000);
-  tv.tv_usec = static_cast<suseconds_t>((delay.count() % 1000) * 1000);
-  return tv;
 }
 
 std::string_view trim(std::string_view text) {
@@ -224,7 +218,7 @@ int Client::Impl::onTimerChange(CURLM*, long timeout_ms, void* arg) {
     evtimer_del(impl->timer_);
     return 0;
   }
-  timeval tv = toTimeval(std::chrono::milliseconds(timeout_ms));
+  timeval tv = proxy::toTimeval(std::chrono::milliseconds(timeout_ms));
   evtimer_add(impl->timer_, &tv);
   return 0;
 }
@@ -686,7 +680,7 @@ void Client::Impl::failSoon(Transfer* t, Status status) {
 }
 
 void Client::Impl::armTimer(Transfer* t, std::chrono::milliseconds delay) {
-  timeval tv = toTimeval(delay);
+  timeval tv = proxy::toTimeval(delay);
   evtimer_add(t->timer, &tv);
 }
 
