@@ -168,9 +168,11 @@ TEST_CASE("Server: pipelined requests are answered in order, one at a time", "[h
 
 TEST_CASE("Server: pipelined input beyond the input bound waits in the socket, then is served",
           "[http]") {
-  // The first request is answered late: meanwhile the client sends 3 MiB more of pipelined
-  // requests, past the 1 MiB the server holds unparsed. It stops reading, and resumes as the
-  // requests ahead are answered; every one is, in order.
+  // The first request is answered late: meanwhile the client sends 48 MiB more of pipelined
+  // requests, past the 1 MiB the server holds unparsed and more than the socket buffers take
+  // (at most 32 MiB received, 4 MiB sent, here). It stops reading, so the sender is still
+  // blocked when the first answer comes, and resumes as the requests ahead are answered;
+  // every one is, in order.
   TestServer t([](std::shared_ptr<Exchange> exchange) {
     if (exchange->request().path == "/slow") {
       std::thread([exchange] {
@@ -185,16 +187,17 @@ TEST_CASE("Server: pipelined input beyond the input bound waits in the socket, t
   TestClient client(t.server.port(), 20000);
 
   constexpr int kRequests = 24000;
-  const std::string padding(100, 'p');
+  const std::string padding(2200, 'p');
   std::string pipelined = "GET /slow HTTP/1.1\r\n\r\n";
   for (int i = 0; i < kRequests; ++i) {
     pipelined += "GET /r" + std::to_string(i) + " HTTP/1.1\r\nX-Pad: " + padding + "\r\n\r\n";
   }
-  REQUIRE(pipelined.size() > (3u << 20));
+  REQUIRE(pipelined.size() > (48u << 20));
   std::atomic<bool> sent{false};
   std::thread sender([&] { sent = client.send(pipelined); });
 
   auto first = client.readResponse();
+  CHECK_FALSE(sent);  // the server stopped reading at its bound
   bool in_order = first && first->body == "GET /slow";
   for (int i = 0; i < kRequests && in_order; ++i) {
     auto response = client.readResponse();
